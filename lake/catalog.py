@@ -1,0 +1,134 @@
+"""Open the DuckLake lake from DuckDB: load the extensions offline, attach, create tables.
+
+The catalog lives in PostgreSQL (``Settings.pg_catalog_database``) unless
+``SENSORLAKE_CATALOG`` names a local DuckDB catalog file (embedded mode: batch imports,
+notebooks, demos without servers). Data files are Parquet under ``Settings.lake_data_path``.
+
+Every connection runs with ``SET TimeZone='UTC'`` so that day partitions and every
+TIMESTAMPTZ rendering are UTC whatever the process time zone.
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+import duckdb
+
+from lake.schema import TABLES, ddl
+from sensorlake.errors import ServiceError
+from sensorlake.settings import Settings
+
+LAKE = "lake"  # the name the lake is attached under in every connection
+_EXT_PACKAGES = {"ducklake": "duckdb_extension_ducklake", "postgres": "duckdb_extension_postgres"}
+
+
+def load_extension(con: duckdb.DuckDBPyConnection, name: str) -> None:
+    """Load a DuckDB extension, from the PyPI wheel's bundled file when a plain LOAD fails.
+
+    No extension can be downloaded at run time here, so the ``duckdb-extension-<name>``
+    wheel (pinned to the DuckDB version) provides the binary.
+
+    Raises:
+        ServiceError: neither the plain LOAD nor the bundled file worked.
+    """
+    try:
+        con.execute(f"LOAD {name}")
+        return
+    except duckdb.Error:
+        pass
+    try:
+        mod = importlib.import_module(_EXT_PACKAGES[name])
+    except (KeyError, ImportError) as exc:
+        raise ServiceError(f"DuckDB extension {name!r} is not installed: {exc}") from None
+    base = Path(mod.__file__).parent / "extensions"
+    files = sorted(base.glob(f"v{duckdb.__version__}/{name}.duckdb_extension")) or sorted(
+        base.glob(f"*/{name}.duckdb_extension")
+    )
+    if not files:
+        raise ServiceError(f"no {name}.duckdb_extension for DuckDB {duckdb.__version__} in {base}")
+    con.execute(f"LOAD '{files[0]}'")
+
+
+def attach_target(settings: Settings) -> str:
+    """The ``ATTACH`` target string for the configured catalog (no secrets printed by callers)."""
+    if settings.catalog_is_file:
+        return f"ducklake:{Path(settings.catalog).expanduser()}"
+    return f"ducklake:postgres:{settings.pg_catalog_dsn}"
+
+
+def connect(
+    settings: Settings, *, read_only: bool = False, create: bool = True
+) -> duckdb.DuckDBPyConnection:
+    """A DuckDB connection with the lake attached as ``lake``.
+
+    Args:
+        settings: where the catalog and data live.
+        read_only: attach the lake read-only (ad-hoc SQL, the app).
+        create: create missing tables (ignored when ``read_only``).
+
+    Returns:
+        An in-memory DuckDB connection; the caller closes it.
+
+    Raises:
+        ServiceError: the catalog cannot be reached or opened.
+    """
+    con = duckdb.connect()
+    try:
+        con.execute("SET TimeZone='UTC'")
+        load_extension(con, "ducklake")
+        if not settings.catalog_is_file:
+            load_extension(con, "postgres")
+        data_path = settings.lake_data_path
+        if not read_only:
+            data_path.mkdir(parents=True, exist_ok=True)
+        elif settings.catalog_is_file and not Path(settings.catalog).expanduser().exists():
+            raise ServiceError(f"lake catalog file {settings.catalog} does not exist")
+        if settings.catalog_is_file and not read_only:
+            Path(settings.catalog).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        opts = [f"DATA_PATH '{data_path}/'"]
+        if read_only:
+            opts.append("READ_ONLY")
+        con.execute(f"ATTACH '{attach_target(settings)}' AS {LAKE} ({', '.join(opts)})")
+        if create and not read_only:
+            ensure_tables(con)
+    except duckdb.Error as exc:
+        con.close()
+        raise ServiceError(f"cannot open the lake: {_first_line(exc)}") from None
+    except BaseException:
+        con.close()
+        raise
+    return con
+
+
+def ensure_tables(con: duckdb.DuckDBPyConnection) -> None:
+    """Create the lake's tables if missing and set their layout options.
+
+    ``movements`` is partitioned by UTC day and never inlined (its micro-batches are
+    large; Parquet keeps the files readable by snapshot). ``ingest_offsets`` is tiny
+    and keeps DuckLake's default inlining in the catalog.
+    """
+    existing = {
+        r[0]
+        for r in con.execute(
+            "SELECT table_name FROM duckdb_tables() WHERE database_name = ?", [LAKE]
+        ).fetchall()
+    }
+    for name, schema in TABLES.items():
+        if name in existing:
+            continue
+        con.execute("BEGIN")
+        con.execute(ddl(f"{LAKE}.{name}", schema))
+        if name == "movements":
+            con.execute(f"ALTER TABLE {LAKE}.movements SET PARTITIONED BY (year(ts), month(ts), day(ts))")
+        if name == "window_stats":
+            con.execute(f"ALTER TABLE {LAKE}.window_stats SET PARTITIONED BY (year(window_start), month(window_start))")
+        con.execute("COMMIT")
+        if name == "movements":
+            con.execute(
+                f"CALL {LAKE}.set_option('data_inlining_row_limit', 0, table_name => 'movements')"
+            )
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
