@@ -1,0 +1,245 @@
+"""The ``sensorlake`` command line (typer).
+
+Every command reads one :class:`~sensorlake.settings.Settings` from the environment and
+passes it explicitly. Errors the user can fix (a wrong path, option, unreachable service)
+end the command with a one-line message on stderr and a non-zero exit code, no traceback:
+exit 2 for usage errors, 1 for everything else.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated
+
+import click
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from sensorlake.errors import InputError, SensorlakeError
+from sensorlake.settings import Settings
+
+app = typer.Typer(
+    name="sensorlake",
+    help="Street-sensor movement lakehouse: Kafka ingest, DuckLake lake, traffic analytics.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+stack_app = typer.Typer(help="Start, stop and inspect the local stack (Kafka, PostgreSQL, Redis).", no_args_is_help=True)
+app.add_typer(stack_app, name="stack")
+
+console = Console(stderr=True)
+out = Console()
+
+
+def _settings(**overrides) -> Settings:
+    return Settings.from_env(**{k: v for k, v in overrides.items() if v is not None})
+
+
+def _parse_time(raw: str, name: str) -> datetime:
+    try:
+        ts = datetime.fromisoformat(raw)
+    except ValueError:
+        raise InputError(f"{name} {raw!r} is not an ISO 8601 time") from None
+    return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
+
+
+# --------------------------------------------------------------------------- stack
+@stack_app.command("up")
+def stack_up() -> None:
+    """Start Kafka (KRaft), PostgreSQL and Redis on loopback; idempotent."""
+    from app import stack
+
+    settings = _settings()
+    stack.up(settings, console)
+    _print_status(stack.status(settings))
+
+
+@stack_app.command("down")
+def stack_down() -> None:
+    """Stop everything `stack up` started."""
+    from app import stack
+
+    stack.down(_settings())
+    console.print("stack stopped")
+
+
+@stack_app.command("status")
+def stack_status() -> None:
+    """Print each service's endpoint and health; exit 1 if any is unhealthy."""
+    from app import stack
+
+    statuses = stack.status(_settings())
+    _print_status(statuses)
+    if not all(s.healthy for s in statuses):
+        raise typer.Exit(1)
+
+
+def _print_status(statuses) -> None:
+    t = Table("service", "endpoint", "health", "detail")
+    for s in statuses:
+        t.add_row(s.name, s.endpoint, "[green]up[/]" if s.healthy else "[red]down[/]", s.detail or "")
+    out.print(t)
+
+
+# --------------------------------------------------------------------------- ingest
+@app.command()
+def produce(
+    source: Annotated[str, typer.Option(help="Dataset file/directory, or 'synthetic'.")],
+    speedup: Annotated[float, typer.Option(help="Replay at X times real time.")] = 1.0,
+    max_rate: Annotated[bool, typer.Option("--max-rate", help="Send as fast as possible.")] = False,
+    limit: Annotated[int | None, typer.Option(help="Stop after N events.")] = None,
+    loop: Annotated[bool, typer.Option("--loop", help="Replay again and again (new traveler ids).")] = False,
+    shift_to_now: Annotated[bool, typer.Option("--shift-to-now", help="Shift event times so the first is now.")] = False,
+    sensors: Annotated[int, typer.Option(help="synthetic: number of sensors.")] = 5,
+    travelers: Annotated[int, typer.Option(help="synthetic: number of travelers.")] = 200,
+    rate_hz: Annotated[float, typer.Option(help="synthetic: observations per traveler per second.")] = 10.0,
+    duration_s: Annotated[float, typer.Option(help="synthetic: seconds of event time.")] = 60.0,
+    seed: Annotated[int, typer.Option(help="synthetic: random seed.")] = 42,
+) -> None:
+    """Publish movement events to the `movements` topic (replay of real data or synthetic load)."""
+    from ingest.producer import produce as do_produce
+
+    if speedup <= 0:
+        raise InputError("--speedup must be > 0")
+    if loop and limit is None and not max_rate and speedup <= 0:
+        raise InputError("--loop needs --limit or a finite speedup")
+    settings = _settings()
+    events = _open_events(source, sensors=sensors, travelers=travelers, rate_hz=rate_hz, duration_s=duration_s, seed=seed)
+    stats = do_produce(
+        settings, events, speedup=None if max_rate else speedup, max_rate=max_rate, limit=limit,
+        loop=loop, shift_to_now=shift_to_now, console=console,
+    )  # fmt: skip
+    out.print(f"produced {stats.count} events in {stats.seconds:.1f} s ({stats.events_per_s:,.0f} events/s)")
+
+
+def _open_events(source: str, **synth):
+    if source == "synthetic":
+        from ingest.synthetic import generate
+
+        return generate(
+            sensors=synth["sensors"], travelers=synth["travelers"], rate_hz=synth["rate_hz"],
+            duration_s=synth["duration_s"], seed=synth["seed"],
+        )  # fmt: skip
+    from ingest.readers import open_source
+
+    return open_source(Path(source))
+
+
+@app.command()
+def consume(
+    group: Annotated[str | None, typer.Option(help="Consumer group (default SENSORLAKE_CONSUMER_GROUP).")] = None,
+    until_idle: Annotated[float | None, typer.Option(help="Exit 0 after the topic has been idle this many seconds.")] = None,
+) -> None:
+    """Consume `movements`: speeds via Redis, summaries to PostgreSQL, raw events to the lake."""
+    from ingest.consumer import run_consumer
+
+    if until_idle is not None and until_idle <= 0:
+        raise InputError("--until-idle must be > 0")
+    stats = run_consumer(_settings(), group=group, until_idle_s=until_idle)
+    dlq = sum(stats.dlq.values())
+    out.print(
+        f"consumed {stats.consumed} ({stats.valid} valid, {dlq} to DLQ), "
+        f"{stats.lake_rows} rows in {stats.lake_commits} lake commits, {stats.events_per_s:,.0f} events/s"
+    )
+
+
+# --------------------------------------------------------------------------- lake
+@app.command()
+def transform(
+    start: Annotated[str, typer.Option(help="Range start, ISO 8601 (naive = UTC).")],
+    end: Annotated[str, typer.Option(help="Range end (exclusive), ISO 8601.")],
+    engine: Annotated[str, typer.Option(help="duckdb or polars.")] = "duckdb",
+) -> None:
+    """Backfill the 15-minute window statistics for [start, end): replaces exactly that range."""
+    from transforms.backfill import run_transform
+
+    if engine not in ("duckdb", "polars"):
+        raise InputError(f"--engine must be duckdb or polars, not {engine!r}")
+    res = run_transform(_settings(), _parse_time(start, "--start"), _parse_time(end, "--end"), engine=engine)
+    out.print(str(res))
+
+
+@app.command()
+def sql(
+    query: Annotated[str, typer.Argument(help="A read-only DuckDB SQL query over the lake (tables lake.*).")],
+    as_csv: Annotated[bool, typer.Option("--csv", help="Write CSV to stdout.")] = False,
+    max_rows: Annotated[int, typer.Option(help="Rows to print at most.")] = 1000,
+) -> None:
+    """Run ad-hoc read-only SQL over the lake (`lake.movements`, `lake.window_stats`, ...)."""
+    from lake.query import run_readonly
+
+    columns, rows = run_readonly(_settings(), query, max_rows=max_rows)
+    if as_csv:
+        w = csv.writer(sys.stdout)
+        w.writerow(columns)
+        w.writerows(rows)
+        return
+    t = Table(*columns)
+    for r in rows:
+        t.add_row(*("" if v is None else str(v) for v in r))
+    out.print(t)
+
+
+# --------------------------------------------------------------------------- app / demo
+@app.command("app")
+def run_app(
+    port: Annotated[int | None, typer.Option(help="HTTP port (default SENSORLAKE_APP_PORT).")] = None,
+    headless: Annotated[bool, typer.Option("--headless/--browser", help="Do not open a browser.")] = True,
+) -> None:
+    """Start the Streamlit app (live PostgreSQL metrics next to lake analytics)."""
+    settings = _settings()
+    script = Path(__file__).with_name("streamlit_app.py")
+    cmd = [
+        sys.executable, "-m", "streamlit", "run", str(script),
+        "--server.port", str(port or settings.app_port), "--server.address", settings.host,
+        "--server.headless", "true" if headless else "false", "--browser.gatherUsageStats", "false",
+    ]  # fmt: skip
+    console.print(f"app on http://{settings.host}:{port or settings.app_port}")
+    raise typer.Exit(subprocess.call(cmd, env=os.environ.copy()))
+
+
+@app.command()
+def demo(
+    headless: Annotated[bool, typer.Option("--headless", help="Print the summary and exit; do not start the app.")] = False,
+    source: Annotated[str | None, typer.Option(help="Dataset to replay (default: the NGSIM Peachtree sample).")] = None,
+    consumers: Annotated[int, typer.Option(help="Consumer processes.")] = 2,
+) -> None:
+    """Stack up, replay NGSIM Peachtree through Kafka with 2 consumers, transform, summarise."""
+    from app.demo import run_demo
+
+    run_demo(_settings(), source=source, consumers=consumers, console=console, out=out)
+    if not headless:
+        run_app(port=None, headless=True)
+
+
+# --------------------------------------------------------------------------- entry point
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point: one-line errors, no tracebacks for user errors."""
+    cmd = typer.main.get_command(app)
+    try:
+        rc = cmd.main(args=argv, prog_name="sensorlake", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        console.print("sensorlake: aborted")
+        sys.exit(130)
+    except click.ClickException as exc:
+        console.print(f"sensorlake: error: {exc.format_message()} (try --help)", highlight=False, markup=False)
+        sys.exit(exc.exit_code)
+    except SensorlakeError as exc:
+        console.print(f"sensorlake: error: {exc}", highlight=False, markup=False)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    sys.exit(rc if isinstance(rc, int) else 0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,170 @@
+"""PostgreSQL adapter: per-traveler visit summaries (live metrics), upserted in batches.
+
+Table ``traveler_summary``, one row per visit, primary key
+``(sensor_id, traveler_id, first_seen)``. Rows are written as **absolute values** (the
+current state, never increments) with ``INSERT ... ON CONFLICT ... DO UPDATE ... WHERE``
+the incoming row is newer (a higher Kafka offset of the same partition). Replaying any
+part of the topic therefore changes nothing. The row holds the full kinematic state, so
+a lost Redis cache is rebuilt from it (:meth:`PgSummarySink.fetch_latest`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import psycopg
+
+from sensorlake.errors import RetryableError
+from sensorlake.events import ts_from_us, ts_to_us
+from sensorlake.kinematics import TravelerState
+from sensorlake.settings import Settings
+
+Key = tuple[int, str]
+
+DDL = """
+CREATE TABLE IF NOT EXISTS traveler_summary (
+    sensor_id        bigint           NOT NULL,
+    traveler_id      text             NOT NULL,
+    first_seen       timestamptz      NOT NULL,
+    traveler_type    text             NOT NULL,
+    last_seen        timestamptz      NOT NULL,
+    observations     bigint           NOT NULL,
+    distance_ft      double precision NOT NULL,
+    duration_s       double precision NOT NULL,
+    avg_speed_fps    double precision,
+    min_speed_fps    double precision,
+    max_speed_fps    double precision,
+    late_count       bigint           NOT NULL,
+    duplicate_count  bigint           NOT NULL,
+    rejected_count   bigint           NOT NULL,
+    last_x_ft        double precision NOT NULL,
+    last_y_ft        double precision NOT NULL,
+    anchor_ts        timestamptz      NOT NULL,
+    anchor_x_ft      double precision NOT NULL,
+    anchor_y_ft      double precision NOT NULL,
+    kafka_partition  integer          NOT NULL,
+    kafka_offset     bigint           NOT NULL,
+    updated_at       timestamptz      NOT NULL DEFAULT now(),
+    PRIMARY KEY (sensor_id, traveler_id, first_seen)
+);
+CREATE INDEX IF NOT EXISTS traveler_summary_last_seen ON traveler_summary (last_seen);
+"""
+
+_COLUMNS = (
+    "sensor_id, traveler_id, first_seen, traveler_type, last_seen, observations, distance_ft,"
+    " duration_s, avg_speed_fps, min_speed_fps, max_speed_fps, late_count, duplicate_count,"
+    " rejected_count, last_x_ft, last_y_ft, anchor_ts, anchor_x_ft, anchor_y_ft,"
+    " kafka_partition, kafka_offset"
+)
+_UPDATABLE = [c.strip() for c in _COLUMNS.split(",")][3:]
+
+UPSERT = f"""
+INSERT INTO traveler_summary ({_COLUMNS})
+VALUES ({", ".join(["%s"] * 21)})
+ON CONFLICT (sensor_id, traveler_id, first_seen) DO UPDATE SET
+  {", ".join(f"{c} = EXCLUDED.{c}" for c in _UPDATABLE)}, updated_at = now()
+WHERE traveler_summary.kafka_partition <> EXCLUDED.kafka_partition
+   OR traveler_summary.kafka_offset < EXCLUDED.kafka_offset
+"""
+
+FETCH_LATEST = f"""
+SELECT DISTINCT ON (s.sensor_id, s.traveler_id) {", ".join("s." + c.strip() for c in _COLUMNS.split(","))}
+FROM traveler_summary s
+JOIN unnest(%s::bigint[], %s::text[]) AS k(sensor_id, traveler_id)
+  ON s.sensor_id = k.sensor_id AND s.traveler_id = k.traveler_id
+ORDER BY s.sensor_id, s.traveler_id, s.first_seen DESC
+"""
+
+
+def state_to_row(s: TravelerState) -> tuple:
+    """The ``traveler_summary`` row of a state (timestamps as aware UTC datetimes)."""
+    return (
+        s.sensor_id, s.traveler_id, ts_from_us(s.first_seen_us), s.traveler_type,
+        ts_from_us(s.last_seen_us), s.observations, s.distance_ft, s.duration_s,
+        s.avg_speed_fps, s.min_speed_fps, s.max_speed_fps, s.late_count, s.duplicate_count,
+        s.rejected_count, s.last_x_ft, s.last_y_ft, ts_from_us(s.anchor_us), s.anchor_x_ft,
+        s.anchor_y_ft, s.kafka_partition, s.kafka_offset,
+    )  # fmt: skip
+
+
+def row_to_state(r: Sequence) -> TravelerState:
+    """Inverse of :func:`state_to_row` (``avg_speed_fps`` is derived, not read)."""
+    return TravelerState(
+        sensor_id=r[0], traveler_id=r[1], first_seen_us=ts_to_us(r[2]), traveler_type=r[3],
+        last_seen_us=ts_to_us(r[4]), observations=r[5], distance_ft=r[6], duration_s=r[7],
+        min_speed_fps=r[9], max_speed_fps=r[10], late_count=r[11], duplicate_count=r[12],
+        rejected_count=r[13], last_x_ft=r[14], last_y_ft=r[15], anchor_us=ts_to_us(r[16]),
+        anchor_x_ft=r[17], anchor_y_ft=r[18], kafka_partition=r[19], kafka_offset=r[20],
+    )  # fmt: skip
+
+
+class PgSummarySink:
+    """Batch upserts and cache-rebuild reads of ``traveler_summary``."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._dsn = settings.pg_dsn
+        self._conn: psycopg.Connection | None = None
+
+    def setup(self) -> None:
+        """Connect and create the table if missing.
+
+        Raises:
+            RetryableError: PostgreSQL is unreachable.
+        """
+        try:
+            self._conn = psycopg.connect(self._dsn, connect_timeout=10)
+            with self._conn.transaction():
+                self._conn.execute(DDL)
+        except psycopg.OperationalError as exc:
+            raise RetryableError(f"postgres unreachable: {exc}".splitlines()[0]) from exc
+
+    def close(self) -> None:
+        """Close the connection."""
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def _ensure(self) -> psycopg.Connection:
+        if self._conn is None or self._conn.closed or self._conn.broken:
+            self.close()
+            self.setup()
+        return self._conn
+
+    def fetch_latest(self, keys: Sequence[Key]) -> dict[Key, TravelerState]:
+        """The latest visit's state of each key that has a row (one query).
+
+        Raises:
+            RetryableError: PostgreSQL failed; the connection is reset.
+        """
+        if not keys:
+            return {}
+        try:
+            conn = self._ensure()
+            with conn.transaction():
+                rows = conn.execute(
+                    FETCH_LATEST, ([k[0] for k in keys], [k[1] for k in keys])
+                ).fetchall()
+        except psycopg.Error as exc:
+            self.close()
+            raise RetryableError(f"postgres read failed: {exc}".splitlines()[0]) from exc
+        return {(r[0], r[1]): row_to_state(r) for r in rows}
+
+    def upsert(self, states: Sequence[TravelerState]) -> None:
+        """Upsert visit states as absolute values, newer-wins, in one transaction.
+
+        Rows are sent sorted by primary key so that two consumers upserting overlapping
+        keys lock them in the same order (no deadlock).
+
+        Raises:
+            RetryableError: PostgreSQL failed; nothing of this batch was committed.
+        """
+        if not states:
+            return
+        rows = sorted((state_to_row(s) for s in states), key=lambda r: (r[0], r[1], r[2]))
+        try:
+            conn = self._ensure()
+            with conn.transaction(), conn.cursor() as cur:
+                cur.executemany(UPSERT, rows)
+        except psycopg.Error as exc:
+            self.close()
+            raise RetryableError(f"postgres upsert failed: {exc}".splitlines()[0]) from exc
