@@ -288,15 +288,17 @@ class MovementConsumer:
                 current.update(self._pg.fetch_latest(missing))
             updates = []
             round_touched: dict[Key, dict] = {}
+            round_outcomes: dict[Key, Counter] = {}
             for key in pending:
                 state = current.get(key)
                 visits: dict = {}
+                outcomes: Counter = Counter()
                 for ev, p, off in by_key[key]:
                     step = apply_event(
                         state, ev, min_segment_s=self.settings.min_segment_s,
                         visit_gap_s=self.settings.visit_gap_s, partition=p, offset=off,
                     )  # fmt: skip
-                    self.stats.outcomes[step.outcome.value] += 1
+                    outcomes[step.outcome.value] += 1
                     state = step.state
                     if step.outcome is not Outcome.REPLAYED:
                         visits[(key[0], key[1], state.first_seen_us)] = state
@@ -306,10 +308,12 @@ class MovementConsumer:
                     visits.setdefault((key[0], key[1], state.first_seen_us), state)
                     updates.append((key, raw.get(key), state))
                 round_touched[key] = visits
+                round_outcomes[key] = outcomes
             failed = set(self._redis.compare_and_set(updates))
             for key, visits in round_touched.items():
                 if key not in failed:
                     touched.update(visits)
+                    self.stats.outcomes.update(round_outcomes[key])
             if not failed:
                 return list(touched.values())
             self.stats.cas_conflicts += len(failed)

@@ -47,9 +47,9 @@ _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder(TravelerState)
 
 
-def redis_key(key: Key) -> str:
-    """Redis key of a (sensor_id, traveler_id)."""
-    return f"sl:state:{key[0]}:{key[1]}"
+def redis_key(key: Key, namespace: str = "sl") -> str:
+    """Redis key of a (sensor_id, traveler_id): ``<namespace>:state:<sensor_id>:<traveler_id>``."""
+    return f"{namespace}:state:{key[0]}:{key[1]}"
 
 
 def encode_state(state: TravelerState) -> bytes:
@@ -72,6 +72,7 @@ class RedisState:
     def __init__(self, settings: Settings) -> None:
         self._url = settings.redis_url
         self._ttl_s = settings.redis_state_ttl_s
+        self._ns = settings.redis_namespace
         self._client: redis.Redis | None = None
         self._cas = None
 
@@ -95,7 +96,7 @@ class RedisState:
         if not keys:
             return {}
         try:
-            values = self._client.mget([redis_key(k) for k in keys])
+            values = self._client.mget([redis_key(k, self._ns) for k in keys])
         except redis.RedisError as exc:
             raise RetryableError(f"redis MGET failed: {exc}") from exc
         return dict(zip(keys, values, strict=True))
@@ -113,7 +114,7 @@ class RedisState:
         """
         if not updates:
             return []
-        keys = [redis_key(k) for k, _, _ in updates]
+        keys = [redis_key(k, self._ns) for k, _, _ in updates]
         args: list[bytes | int] = []
         for _, expected, new in updates:
             args.append(expected or b"")
@@ -125,6 +126,9 @@ class RedisState:
             raise RetryableError(f"redis CAS failed: {exc}") from exc
         return [updates[i - 1][0] for i in failed]
 
-    def flush_all(self) -> None:
-        """Delete every key (tests and fault injection only)."""
-        self._client.flushall()
+    def delete_namespace(self) -> int:
+        """Delete every state key of this namespace (tests and fault injection). Returns the count."""
+        n = 0
+        for k in self._client.scan_iter(match=f"{self._ns}:state:*", count=1000):
+            n += self._client.delete(k)
+        return n

@@ -54,6 +54,7 @@ class Settings:
     # Redis: per-traveler kinematic state
     redis_port: int = 16379
     redis_state_ttl_s: int = 86_400
+    redis_namespace: str = "sl"  # key prefix, so several deployments (or tests) share a server
 
     # Lake: "" means the DuckLake catalog lives in PostgreSQL (pg_catalog_database);
     # a file path means an embedded DuckDB catalog file (no server needed).
@@ -170,6 +171,10 @@ class Settings:
             raise ConfigError("window sizes must be > 0")
         if self.topic_partitions <= 0:
             raise ConfigError("SENSORLAKE_TOPIC_PARTITIONS must be > 0")
+
+    def to_env(self) -> dict[str, str]:
+        """The ``SENSORLAKE_*`` variables that reproduce these settings in a child process."""
+        return {f"SENSORLAKE_{k.upper()}": str(v) for k, v in dataclasses.asdict(self).items()}
 
     def redacted(self) -> dict[str, Any]:
         """All fields as a dict with secrets masked, for printing."""
