@@ -11,6 +11,8 @@ TIMESTAMPTZ rendering are UTC whatever the process time zone.
 from __future__ import annotations
 
 import importlib
+import re
+import time
 from pathlib import Path
 
 import duckdb
@@ -20,7 +22,11 @@ from sensorlake.errors import ServiceError
 from sensorlake.settings import Settings
 
 LAKE = "lake"  # the name the lake is attached under in every connection
-_EXT_PACKAGES = {"ducklake": "duckdb_extension_ducklake", "postgres": "duckdb_extension_postgres"}
+_EXT_PACKAGES = {
+    "ducklake": "duckdb_extension_ducklake",
+    # the binary must be loaded under this name: its entry point is postgres_scanner_*
+    "postgres_scanner": "duckdb_extension_postgres_scanner",
+}
 
 
 def load_extension(con: duckdb.DuckDBPyConnection, name: str) -> None:
@@ -58,6 +64,24 @@ def attach_target(settings: Settings) -> str:
 
 
 def connect(
+    settings: Settings, *, read_only: bool = False, create: bool = True, attempts: int = 5
+) -> duckdb.DuckDBPyConnection:
+    """A DuckDB connection with the lake attached as ``lake`` (see :func:`_connect_once`).
+
+    Retries ``attempts`` times with a short back-off: two processes initialising a new
+    catalog at the same moment conflict once, then both see the created tables.
+    """
+    for attempt in range(attempts):
+        try:
+            return _connect_once(settings, read_only=read_only, create=create)
+        except ServiceError:
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.2 * (attempt + 1))
+    raise AssertionError("unreachable")
+
+
+def _connect_once(
     settings: Settings, *, read_only: bool = False, create: bool = True
 ) -> duckdb.DuckDBPyConnection:
     """A DuckDB connection with the lake attached as ``lake``.
@@ -78,7 +102,7 @@ def connect(
         con.execute("SET TimeZone='UTC'")
         load_extension(con, "ducklake")
         if not settings.catalog_is_file:
-            load_extension(con, "postgres")
+            load_extension(con, "postgres_scanner")
         data_path = settings.lake_data_path
         if not read_only:
             data_path.mkdir(parents=True, exist_ok=True)
@@ -131,4 +155,6 @@ def ensure_tables(con: duckdb.DuckDBPyConnection) -> None:
 
 
 def _first_line(exc: BaseException) -> str:
-    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    """First line of an error message, with any password masked."""
+    msg = " ".join(str(exc).split()) or type(exc).__name__
+    return re.sub(r"password=\S+", "password=***", msg)[:500]

@@ -103,6 +103,9 @@ def isolated(services: Settings, tmp_path: Path):
         c.execute(f'CREATE DATABASE "{s.pg_database}"')
         c.execute(f'CREATE DATABASE "{s.pg_catalog_database}"')
     create_topics(s, 4)
+    from lake.catalog import connect
+
+    connect(s).close()  # initialise the catalog once, before concurrent consumers attach
     yield s
     _admin(s).delete_topics([s.topic, s.dlq_topic], operation_timeout=30)
     with psycopg.connect(services.pg_dsn, autocommit=True) as c:
