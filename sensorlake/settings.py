@@ -34,6 +34,11 @@ class Settings:
     # where the local stack keeps its data, logs and pid files
     state_dir: Path = Path.home() / ".sensorlake"
     host: str = "127.0.0.1"
+    # per-service hosts for deployments where each server has its own name (compose);
+    # empty means ``host``. The local stack binds every server to ``host``.
+    kafka_host: str = ""
+    pg_host: str = ""
+    redis_host: str = ""
 
     # Kafka (KRaft, single node in the local stack)
     kafka_port: int = 19092
@@ -83,7 +88,7 @@ class Settings:
     @property
     def kafka_bootstrap(self) -> str:
         """``host:port`` of the Kafka broker."""
-        return f"{self.host}:{self.kafka_port}"
+        return f"{self.kafka_host or self.host}:{self.kafka_port}"
 
     @property
     def pg_dsn(self) -> str:
@@ -97,14 +102,14 @@ class Settings:
 
     def _pg_dsn(self, dbname: str) -> str:
         return (
-            f"host={self.host} port={self.pg_port} dbname={dbname} "
+            f"host={self.pg_host or self.host} port={self.pg_port} dbname={dbname} "
             f"user={self.pg_user} password={self.pg_password}"
         )
 
     @property
     def redis_url(self) -> str:
         """``redis://host:port/0`` of the state store."""
-        return f"redis://{self.host}:{self.redis_port}/0"
+        return f"redis://{self.redis_host or self.host}:{self.redis_port}/0"
 
     @property
     def lake_data_path(self) -> Path:
