@@ -30,30 +30,41 @@ _EXT_PACKAGES = {
 
 
 def load_extension(con: duckdb.DuckDBPyConnection, name: str) -> None:
-    """Load a DuckDB extension, from the PyPI wheel's bundled file when a plain LOAD fails.
+    """Load a DuckDB extension from the PyPI wheel that bundles it, else by plain ``LOAD``.
 
     No extension can be downloaded at run time here, so the ``duckdb-extension-<name>``
-    wheel (pinned to the DuckDB version) provides the binary.
+    wheel (pinned to the DuckDB version) provides the binary. The bundled file is tried
+    first: a plain ``LOAD`` of a missing extension spends time trying to download it.
 
     Raises:
-        ServiceError: neither the plain LOAD nor the bundled file worked.
+        ServiceError: neither the bundled file nor a plain LOAD worked.
     """
+    bundled = _bundled_extension(name)
+    if bundled is not None:
+        try:
+            con.execute(f"LOAD '{bundled}'")
+            return
+        except duckdb.Error:
+            pass
     try:
         con.execute(f"LOAD {name}")
-        return
-    except duckdb.Error:
-        pass
+    except duckdb.Error as exc:
+        raise ServiceError(
+            f"DuckDB extension {name!r} cannot be loaded (install the pinned "
+            f"duckdb-extension-{name.replace('_', '-')} wheel): {_first_line(exc)}"
+        ) from None
+
+
+def _bundled_extension(name: str) -> Path | None:
     try:
         mod = importlib.import_module(_EXT_PACKAGES[name])
-    except (KeyError, ImportError) as exc:
-        raise ServiceError(f"DuckDB extension {name!r} is not installed: {exc}") from None
+    except (KeyError, ImportError):
+        return None
     base = Path(mod.__file__).parent / "extensions"
     files = sorted(base.glob(f"v{duckdb.__version__}/{name}.duckdb_extension")) or sorted(
         base.glob(f"*/{name}.duckdb_extension")
     )
-    if not files:
-        raise ServiceError(f"no {name}.duckdb_extension for DuckDB {duckdb.__version__} in {base}")
-    con.execute(f"LOAD '{files[0]}'")
+    return files[0] if files else None
 
 
 def attach_target(settings: Settings) -> str:
@@ -71,6 +82,8 @@ def connect(
     Retries ``attempts`` times with a short back-off: two processes initialising a new
     catalog at the same moment conflict once, then both see the created tables.
     """
+    if read_only and settings.catalog_is_file and not Path(settings.catalog).expanduser().exists():
+        raise ServiceError(f"lake catalog file {settings.catalog} does not exist")
     for attempt in range(attempts):
         try:
             return _connect_once(settings, read_only=read_only, create=create)
