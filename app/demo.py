@@ -13,7 +13,10 @@ import os
 import subprocess
 import sys
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
+
+import msgspec
 
 import psycopg
 from confluent_kafka import Consumer, TopicPartition
@@ -71,7 +74,15 @@ def high_watermarks(settings: Settings, topic: str) -> dict[int, int]:
 
 
 def run_demo(settings: Settings, *, source: str | None, consumers: int, console: Console, out: Console) -> DemoSummary:
-    """Run the demo and print its summary table. Raises ServiceError/InputError on failure."""
+    """Run the demo and print its summary table.
+
+    Traveler ids of each run get the suffix ``@<UTC run time>`` and event times are
+    shifted so the first event is now, so repeated demos never mix their visits.
+
+    Raises:
+        ServiceError: a service or a consumer process failed.
+        InputError: a bad ``source`` or ``consumers``.
+    """
     from app import stack
     from ingest.producer import produce
     from ingest.readers import open_source
@@ -92,6 +103,10 @@ def run_demo(settings: Settings, *, source: str | None, consumers: int, console:
         else:
             console.print("[yellow]NGSIM Peachtree sample not found (../shared/data): using the synthetic generator[/]")
             events, label = generate(sensors=3, travelers=150, rate_hz=10.0, duration_s=60.0, seed=7), "synthetic"
+    # Tag this run's traveler ids: replaying the same file again, shifted to now, must
+    # not continue (or arrive late into) the visits of an earlier demo run.
+    run_tag = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+    events = (msgspec.structs.replace(e, traveler_id=f"{e.traveler_id}@{run_tag}") for e in events)
     before = high_watermarks(settings, settings.topic)
     dlq_before = sum(high_watermarks(settings, settings.dlq_topic).values())
 
@@ -149,7 +164,7 @@ def run_demo(settings: Settings, *, source: str | None, consumers: int, console:
     summary = DemoSummary(
         source=label, produced=produced, in_lake=in_lake, distinct_offsets=distinct,
         in_dlq=dlq_after - dlq_before, travelers_in_pg=sum(r[1] for r in rows),
-        window_rows=getattr(res, "rows", 0) or 0,
+        window_rows=res.rows_written,
         p85_mph_by_type={r[0]: (r[2] or 0.0) * FPS_TO_MPH for r in rows},
     )  # fmt: skip
     _print(out, summary, stats)

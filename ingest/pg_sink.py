@@ -114,6 +114,9 @@ class PgSummarySink:
         try:
             self._conn = psycopg.connect(self._dsn, connect_timeout=10)
             with self._conn.transaction():
+                # consumers start together: serialise the DDL (CREATE ... IF NOT EXISTS
+                # is not safe against a concurrent creator)
+                self._conn.execute("SELECT pg_advisory_xact_lock(hashtext('sensorlake.traveler_summary'))")
                 self._conn.execute(DDL)
         except psycopg.OperationalError as exc:
             raise RetryableError(f"postgres unreachable: {exc}".splitlines()[0]) from exc
