@@ -16,12 +16,16 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
-import click
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from sensorlake.errors import InputError, SensorlakeError
+
+try:  # typer >= 0.20 vendors click; older versions use the click package
+    from typer._click import exceptions as click_exc
+except ImportError:  # pragma: no cover
+    from click import exceptions as click_exc
 from sensorlake.settings import Settings
 
 app = typer.Typer(
@@ -220,21 +224,28 @@ def demo(
 
 
 # --------------------------------------------------------------------------- entry point
+def _error(message: str) -> None:
+    """One line on stderr, never wrapped (scripts grep it)."""
+    print(f"sensorlake: error: {' '.join(message.split())}", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: one-line errors, no tracebacks for user errors."""
     cmd = typer.main.get_command(app)
     try:
         rc = cmd.main(args=argv, prog_name="sensorlake", standalone_mode=False)
-    except click.exceptions.Exit as exc:
+    except typer.Exit as exc:
         sys.exit(exc.exit_code)
-    except click.exceptions.Abort:
+    except typer.Abort:
         console.print("sensorlake: aborted")
         sys.exit(130)
-    except click.ClickException as exc:
-        console.print(f"sensorlake: error: {exc.format_message()} (try --help)", highlight=False, markup=False)
+    except getattr(click_exc, "NoArgsIsHelpError", ()):  # help was printed
+        sys.exit(0)
+    except click_exc.ClickException as exc:
+        _error(f"{exc.format_message()} (try --help)")
         sys.exit(exc.exit_code)
     except SensorlakeError as exc:
-        console.print(f"sensorlake: error: {exc}", highlight=False, markup=False)
+        _error(str(exc))
         sys.exit(1)
     except KeyboardInterrupt:
         sys.exit(130)
