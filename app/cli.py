@@ -159,15 +159,39 @@ def consume(
 def transform(
     start: Annotated[str, typer.Option(help="Range start, ISO 8601 (naive = UTC).")],
     end: Annotated[str, typer.Option(help="Range end (exclusive), ISO 8601.")],
-    engine: Annotated[str, typer.Option(help="duckdb or polars.")] = "duckdb",
+    engine: Annotated[str, typer.Option(help="duckdb or polars (same rows).")] = "duckdb",
+    job: Annotated[
+        list[str] | None,
+        typer.Option("--job", help="windows, rollups, peak_hour or occupancy; repeat for several (default: all)."),
+    ] = None,
+    window: Annotated[
+        list[int] | None,
+        typer.Option("--window", help="Window length in seconds; repeat for several (default 60, 300, 900)."),
+    ] = None,
+    step: Annotated[
+        int | None, typer.Option(help="Sliding step in seconds (default SENSORLAKE_WINDOW_STEP_S; must divide each window).")
+    ] = None,
 ) -> None:
-    """Backfill the 15-minute window statistics for [start, end): replaces exactly that range."""
-    from transforms.backfill import run_transform
+    """Backfill the derived tables for [start, end): replaces exactly that range, in one transaction.
 
-    if engine not in ("duckdb", "polars"):
+    Re-running a range gives identical tables. Jobs: windows (1/5/15-min sliding windows,
+    speed bins), rollups (15 min -> hour -> day), peak_hour (peak hour factor per day),
+    occupancy (5-ft grid per hour).
+    """
+    from transforms.backfill import ENGINES, run_transform, validate_jobs
+
+    if engine not in ENGINES:
         raise InputError(f"--engine must be duckdb or polars, not {engine!r}")
-    res = run_transform(_settings(), _parse_time(start, "--start"), _parse_time(end, "--end"), engine=engine)
-    out.print(str(res))
+    jobs = validate_jobs(job or None)
+    if step is not None and step <= 0:
+        raise InputError("--step must be > 0")
+    if window and any(w <= 0 for w in window):
+        raise InputError("--window must be > 0")
+    res = run_transform(
+        _settings(), _parse_time(start, "--start"), _parse_time(end, "--end"), engine=engine,
+        jobs=jobs, windows_s=window or None, step_s=step,
+    )  # fmt: skip
+    out.print(res.summary(), highlight=False)
 
 
 @app.command()

@@ -7,6 +7,7 @@ is a bound parameter. Time bounds are half-open ``[start, end)``; naive datetime
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
@@ -14,7 +15,14 @@ import duckdb
 import pyarrow as pa
 
 from lake.catalog import LAKE
-from lake.schema import MOVEMENTS_SCHEMA, WINDOW_STATS_SCHEMA
+from lake.schema import (
+    MOVEMENTS_SCHEMA,
+    PEAK_HOUR_SCHEMA,
+    ROLLUP_STATS_SCHEMA,
+    SPEED_BINS_SCHEMA,
+    TABLES,
+    WINDOW_STATS_SCHEMA,
+)
 
 
 def _utc(ts: datetime) -> datetime:
@@ -56,6 +64,17 @@ def read_movements(
     )
     table = con.execute(sql, [_utc(start), _utc(end)]).to_arrow_table()
     return table.cast(MOVEMENTS_SCHEMA)
+
+
+def read_pairs(
+    con: duckdb.DuckDBPyConnection, start: datetime, end: datetime, *, snapshot: int | None = None
+) -> pa.Table:
+    """Distinct ``(sensor_id, traveler_type)`` of ``lake.movements`` with ``start <= ts < end``."""
+    sql = (
+        f"SELECT DISTINCT sensor_id, traveler_type FROM {LAKE}.movements{_at(snapshot)} "
+        "WHERE ts >= ? AND ts < ? ORDER BY sensor_id, traveler_type"
+    )
+    return con.execute(sql, [_utc(start), _utc(end)]).to_arrow_table()
 
 
 def read_window_stats(
@@ -100,3 +119,151 @@ def window_stats_extent(con: duckdb.DuckDBPyConnection) -> dict:
     sizes = [r[0] for r in con.execute(f"SELECT DISTINCT window_s FROM {LAKE}.window_stats ORDER BY 1").fetchall()]
     lo, hi = con.execute(f"SELECT min(window_start), max(window_start) FROM {LAKE}.window_stats").fetchone()
     return {"sensor_ids": sensors, "traveler_types": types, "window_s": sizes, "min_start": lo, "max_start": hi}
+
+
+def _filters(sensor_ids: Sequence[int] | None, traveler_types: Sequence[str] | None) -> tuple[str, list]:
+    """SQL of the sensor and type filters (constant text) and its bound parameters."""
+    sensors = None if sensor_ids is None else [int(v) for v in sensor_ids]
+    types = None if traveler_types is None else [str(v) for v in traveler_types]
+    sql = (
+        " AND (?::BIGINT[] IS NULL OR list_contains(?::BIGINT[], sensor_id))"
+        " AND (?::VARCHAR[] IS NULL OR list_contains(?::VARCHAR[], traveler_type))"
+    )
+    return sql, [sensors, sensors, types, types]
+
+
+def read_speed_bins(
+    con: duckdb.DuckDBPyConnection,
+    start: datetime,
+    end: datetime,
+    *,
+    window_s: int,
+    sensor_ids: Sequence[int] | None = None,
+    traveler_types: Sequence[str] | None = None,
+) -> pa.Table:
+    """Rows of ``lake.speed_bins`` (``SPEED_BINS_SCHEMA``) of periods of ``window_s`` starting in
+    ``[start, end)``; sorted by sensor_id, traveler_type, window_start, bin_mph."""
+    where, params = _filters(sensor_ids, traveler_types)
+    sql = (
+        f"SELECT * FROM {LAKE}.speed_bins WHERE window_start >= ? AND window_start < ? AND window_s = ?{where} "
+        "ORDER BY sensor_id, traveler_type, window_start, bin_mph"
+    )
+    return con.execute(sql, [_utc(start), _utc(end), int(window_s), *params]).to_arrow_table().cast(SPEED_BINS_SCHEMA)
+
+
+def read_rollups(
+    con: duckdb.DuckDBPyConnection,
+    start: datetime,
+    end: datetime,
+    *,
+    period_s: int,
+    sensor_ids: Sequence[int] | None = None,
+    traveler_types: Sequence[str] | None = None,
+) -> pa.Table:
+    """Rows of ``lake.rollup_stats`` (``ROLLUP_STATS_SCHEMA``) of hours (3600) or days (86400)
+    starting in ``[start, end)``; sorted by sensor_id, traveler_type, period_start."""
+    where, params = _filters(sensor_ids, traveler_types)
+    sql = (
+        f"SELECT * FROM {LAKE}.rollup_stats WHERE period_start >= ? AND period_start < ? AND period_s = ?{where} "
+        "ORDER BY sensor_id, traveler_type, period_start"
+    )
+    return con.execute(sql, [_utc(start), _utc(end), int(period_s), *params]).to_arrow_table().cast(
+        ROLLUP_STATS_SCHEMA
+    )
+
+
+def read_peak_hours(
+    con: duckdb.DuckDBPyConnection,
+    start: datetime,
+    end: datetime,
+    *,
+    sensor_ids: Sequence[int] | None = None,
+    traveler_types: Sequence[str] | None = None,
+) -> pa.Table:
+    """Rows of ``lake.peak_hour`` (``PEAK_HOUR_SCHEMA``) of the UTC days starting in ``[start, end)``."""
+    where, params = _filters(sensor_ids, traveler_types)
+    sql = (
+        f"SELECT * FROM {LAKE}.peak_hour WHERE day_start >= ? AND day_start < ?{where} "
+        "ORDER BY sensor_id, traveler_type, day_start"
+    )
+    return con.execute(sql, [_utc(start), _utc(end), *params]).to_arrow_table().cast(PEAK_HOUR_SCHEMA)
+
+
+def read_occupancy(
+    con: duckdb.DuckDBPyConnection,
+    start: datetime,
+    end: datetime,
+    *,
+    sensor_id: int,
+    traveler_types: Sequence[str] | None = None,
+) -> pa.Table:
+    """The occupancy grid of one sensor, summed over the hours starting in ``[start, end)`` and
+    over ``traveler_types`` (None = all).
+
+    Returns:
+        ``cell_x_ft, cell_y_ft, occupancy_s, observations`` per 5-ft cell, sorted by cell.
+    """
+    where, params = _filters([int(sensor_id)], traveler_types)
+    sql = (
+        f"SELECT cell_x_ft, cell_y_ft, sum(occupancy_s ORDER BY hour_start, traveler_type) AS occupancy_s, "
+        f"sum(observations)::BIGINT AS observations FROM {LAKE}.occupancy_grid "
+        f"WHERE hour_start >= ? AND hour_start < ?{where} GROUP BY cell_x_ft, cell_y_ft ORDER BY cell_x_ft, cell_y_ft"
+    )
+    return con.execute(sql, [_utc(start), _utc(end), *params]).to_arrow_table()
+
+
+def read_occupancy_hours(con: duckdb.DuckDBPyConnection, *, sensor_id: int | None = None) -> pa.Table:
+    """Hours, sensors and types present in ``lake.occupancy_grid`` (for the app's filters)."""
+    sql = (
+        f"SELECT DISTINCT sensor_id, traveler_type, hour_start FROM {LAKE}.occupancy_grid "
+        "WHERE (?::BIGINT IS NULL OR sensor_id = ?) ORDER BY ALL"
+    )
+    return con.execute(sql, [sensor_id, sensor_id]).to_arrow_table()
+
+
+_PARTITION = re.compile(r"((?:[A-Za-z_]+=[^/]+/)+)[^/]+$")
+
+
+def lake_files(con: duckdb.DuckDBPyConnection) -> list[dict]:
+    """Data files per table and partition of the current snapshot (never by globbing).
+
+    Returns:
+        ``[{"table", "partition", "files", "bytes", "delete_files"}]``; ``partition`` is the
+        Hive-style directory (``year=2026/month=11/day=30``) or ``""`` for unpartitioned files.
+        Rows inlined in the catalog have no file and are not counted.
+    """
+    out: dict[tuple[str, str], dict] = {}
+    for table in TABLES:
+        try:
+            rows = con.execute(
+                f"SELECT data_file, data_file_size_bytes, delete_file FROM ducklake_list_files('{LAKE}', ?)", [table]
+            ).fetchall()
+        except duckdb.Error:
+            continue  # a table this lake does not have yet
+        for path, size, delete in rows:
+            m = _PARTITION.search(path.replace("\\", "/"))
+            part = m.group(1).rstrip("/") if m else ""
+            d = out.setdefault((table, part), {"table": table, "partition": part, "files": 0, "bytes": 0, "delete_files": 0})
+            d["files"] += 1
+            d["bytes"] += int(size or 0)
+            d["delete_files"] += 1 if delete else 0
+    return [out[k] for k in sorted(out)]
+
+
+def last_snapshots(con: duckdb.DuckDBPyConnection, n: int = 5) -> list[dict]:
+    """The ``n`` latest snapshots: ``[{"snapshot_id", "snapshot_time", "changes"}]``, newest first."""
+    rows = con.execute(
+        f"SELECT snapshot_id, snapshot_time, changes FROM {LAKE}.snapshots() ORDER BY snapshot_id DESC LIMIT ?",
+        [int(n)],
+    ).fetchall()
+    return [{"snapshot_id": r[0], "snapshot_time": r[1], "changes": r[2]} for r in rows]
+
+
+def stored_offsets(con: duckdb.DuckDBPyConnection, consumer_group: str, topic: str) -> dict[int, int]:
+    """The next offset per Kafka partition stored in ``lake.ingest_offsets`` for a group and topic."""
+    rows = con.execute(
+        f"SELECT kafka_partition, max(next_offset) FROM {LAKE}.ingest_offsets "
+        "WHERE consumer_group = ? AND topic = ? GROUP BY kafka_partition",
+        [consumer_group, topic],
+    ).fetchall()
+    return {int(p): int(o) for p, o in rows}

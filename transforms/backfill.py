@@ -1,21 +1,37 @@
-"""Backfill ``lake.window_stats`` for a time range: compute, then replace the range atomically.
+"""Backfill the derived tables for a time range: compute, then replace the range atomically.
+
+Jobs (``--job NAME``; all of them by default, in this order):
+
+=============  ==========================================================================
+``windows``    ``lake.window_stats`` and ``lake.speed_bins`` for sliding windows of 1, 5
+               and 15 minutes (:data:`transforms.windows.DEFAULT_WINDOWS_S`)
+``rollups``    ``lake.rollup_stats`` and the hour/day ``lake.speed_bins``, merged from the
+               stored 15-minute rows, then from the stored hours
+``peak_hour``  ``lake.peak_hour``: peak hour and peak hour factor per sensor, type and day
+``occupancy``  ``lake.occupancy_grid``: time per 5-ft cell per sensor, type and hour
+=============  ==========================================================================
 
 Order of one run:
 
-1. validate the arguments (aware datetimes, naive = UTC; ``start < end``; a known engine);
-2. build the window grid (:class:`transforms.windows.WindowGrid`): starts aligned to the step,
-   the first one is ``start`` floored to ``Settings.window_step_s``, all ``< end``;
-3. pin the lake's current snapshot and read ``lake.movements`` for the grid plus
-   ``visit_gap_s`` on both sides (:func:`transforms.windows.read_bounds`) through DuckDB's
-   Arrow output;
-4. rebuild visits and segments by event time (:mod:`transforms.segments`);
-5. aggregate with the chosen engine (DuckDB SQL or Polars; same rows);
-6. in ONE DuckLake transaction: ``DELETE`` the rows of ``window_stats`` with
-   ``window_s = Settings.window_s`` and ``window_start`` in ``[grid start, end)`` and
-   ``INSERT`` the new ones. A crash before the commit leaves the old rows; after it, the new.
+1. validate the arguments (aware datetimes, naive = UTC; ``start < end``; known jobs,
+   engine, window lengths and a step that divides them);
+2. pin the lake's current snapshot; open ONE DuckLake transaction;
+3. delete, per table, the periods whose start lies in ``[start floored to the period, end)``:
+   windows of each length from ``start`` floored to their step, hours from ``start``
+   floored to the hour, days from ``start`` floored to the UTC day;
+4. per UTC day (so a month-long backfill holds one day of events at a time): read
+   ``lake.movements`` of the snapshot for the day's windows and hours plus ``visit_gap_s``
+   on both sides, rebuild visits and segments by event time (:mod:`transforms.segments`),
+   compute windows, speed bins and occupancy with the chosen engine, insert. Empty
+   windows are zero rows for every (sensor, type) observed on that UTC day, so a day gets
+   the same rows whether it is backfilled whole or hour by hour;
+5. roll the stored 15-minute rows (the ones just written included) up to hours, the stored
+   hours up to days, and compute each day's peak hour; insert;
+6. commit. A crash before the commit leaves the old rows; after it, the new.
 
-Re-running the same range on the same snapshot therefore writes identical rows and the same
-row count (idempotent). The run never reads the lake's data directory directly.
+Re-running a range on the same snapshot writes identical rows (floats are summed in a
+fixed order), so backfills are idempotent and overlapping scheduled runs are safe. The run
+never reads the lake's data directory directly.
 """
 
 from __future__ import annotations
@@ -23,27 +39,76 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from collections.abc import Callable
-from datetime import datetime
+from collections.abc import Callable, Sequence
+from datetime import datetime, timedelta
 from typing import Literal
 
 import duckdb
 import pyarrow as pa
 
 from lake.catalog import LAKE, connect
-from lake.reader import current_snapshot, read_movements
-from lake.schema import WINDOW_STATS_SCHEMA
+from lake.reader import current_snapshot, read_movements, read_pairs
+from lake.schema import DERIVED_TABLES, TABLES, ddl_type
 from sensorlake.errors import InputError, RetryableError, ServiceError
 from sensorlake.settings import Settings
-from transforms.duckdb_job import compute_windows_duckdb
-from transforms.polars_job import compute_windows_polars
+from transforms import duckdb_job, polars_job
+from transforms.measures import part_bins, parts_from_rollups, parts_from_windows
 from transforms.segments import VisitsSegments, build_visits_segments
-from transforms.windows import WindowGrid, as_utc, read_bounds
+from transforms.windows import (
+    BASE_WINDOW_S,
+    DEFAULT_WINDOWS_S,
+    WindowGrid,
+    as_utc,
+    floor_to_step,
+    step_for,
+    window_starts,
+)
 
 log = logging.getLogger(__name__)
 
 Engine = Literal["duckdb", "polars"]
 ENGINES: tuple[str, ...] = ("duckdb", "polars")
+JOBS: tuple[str, ...] = ("windows", "rollups", "peak_hour", "occupancy")
+HOUR_S = 3600
+DAY_S = 86400
+
+
+@dataclasses.dataclass(frozen=True)
+class Engines:
+    """The functions of one engine (the DuckDB and the Polars ones give the same rows)."""
+
+    windows: Callable[..., pa.Table]
+    speed_bins: Callable[..., pa.Table]
+    rollup: Callable[..., tuple[pa.Table, pa.Table]]
+    peak_hour: Callable[..., pa.Table]
+    occupancy: Callable[..., pa.Table]
+
+
+ENGINE_FUNCTIONS: dict[str, Engines] = {
+    "duckdb": Engines(
+        duckdb_job.compute_windows_duckdb,
+        duckdb_job.compute_speed_bins_duckdb,
+        duckdb_job.rollup_duckdb,
+        duckdb_job.peak_hour_duckdb,
+        duckdb_job.occupancy_duckdb,
+    ),
+    "polars": Engines(
+        polars_job.compute_windows_polars,
+        polars_job.compute_speed_bins_polars,
+        polars_job.rollup_polars,
+        polars_job.peak_hour_polars,
+        polars_job.occupancy_polars,
+    ),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class TableResult:
+    """Rows of one lake table replaced by a run."""
+
+    table: str
+    rows_deleted: int
+    rows_written: int
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,32 +117,61 @@ class TransformResult:
 
     Attributes:
         engine: ``"duckdb"`` or ``"polars"``.
-        range_start: first window start (the requested start floored to the step), UTC.
-        range_end: the requested end, UTC (windows start before it).
-        window_s, step_s: window length and step (s).
-        windows: number of windows in the range.
-        read_start, read_end: event-time range read from ``lake.movements``.
+        jobs: the jobs run, in order.
+        range_start: the requested start, UTC.
+        range_end: the requested end, UTC (periods start before it).
+        windows_s: window lengths computed (s); ``step_s`` the configured step (s), each
+            length slides by ``min(step_s, window_s)``.
+        windows: number of windows computed, all lengths together.
+        chunks: UTC days processed one at a time.
+        read_start, read_end: event-time range read from ``lake.movements`` (all chunks).
         source_snapshot: the DuckLake snapshot the events were read from.
-        events_read, visits, segments: input sizes.
-        rows_deleted, rows_written: rows of ``lake.window_stats`` replaced.
+        events_read, visits, segments: input sizes (all chunks).
+        tables: rows replaced per table.
+        rows_deleted, rows_written: totals over ``tables``.
         elapsed_s: wall time of the run (s).
     """
 
     engine: str
+    jobs: tuple[str, ...]
     range_start: datetime
     range_end: datetime
-    window_s: int
+    windows_s: tuple[int, ...]
     step_s: int
     windows: int
-    read_start: datetime
-    read_end: datetime
+    chunks: int
+    read_start: datetime | None
+    read_end: datetime | None
     source_snapshot: int
     events_read: int
     visits: int
     segments: int
-    rows_deleted: int
-    rows_written: int
+    tables: tuple[TableResult, ...]
     elapsed_s: float
+
+    @property
+    def rows_deleted(self) -> int:
+        return sum(t.rows_deleted for t in self.tables)
+
+    @property
+    def rows_written(self) -> int:
+        return sum(t.rows_written for t in self.tables)
+
+    def written(self, table: str) -> int:
+        """Rows written to ``table`` (0 when the run did not touch it)."""
+        return sum(t.rows_written for t in self.tables if t.table == table)
+
+    def summary(self) -> str:
+        """A few human-readable lines for the CLI."""
+        head = (
+            f"{self.range_start:%Y-%m-%d %H:%M} .. {self.range_end:%Y-%m-%d %H:%M} UTC, {self.engine}, "
+            f"jobs {','.join(self.jobs)}, snapshot {self.source_snapshot}: {self.events_read:,} events, "
+            f"{self.visits:,} visits in {self.chunks} day chunk(s), {self.elapsed_s:.2f} s"
+        )
+        lines = [head] + [
+            f"  lake.{t.table}: replaced {t.rows_deleted:,} rows with {t.rows_written:,}" for t in self.tables
+        ]
+        return "\n".join(lines)
 
 
 def validate_range(start: object, end: object) -> tuple[datetime, datetime]:
@@ -94,6 +188,23 @@ def validate_range(start: object, end: object) -> tuple[datetime, datetime]:
     return s, e
 
 
+def validate_jobs(jobs: Sequence[str] | None) -> tuple[str, ...]:
+    """The jobs to run in :data:`JOBS` order; None = all.
+
+    Raises:
+        InputError: an unknown job name, or none.
+    """
+    if jobs is None:
+        return JOBS
+    unknown = [j for j in jobs if j not in JOBS]
+    if unknown:
+        raise InputError(f"unknown job(s) {', '.join(map(repr, unknown))}: use {', '.join(JOBS)}")
+    picked = tuple(j for j in JOBS if j in set(jobs))
+    if not picked:
+        raise InputError("no job given")
+    return picked
+
+
 def compute_windows(
     events: pa.Table,
     grid: WindowGrid,
@@ -108,8 +219,19 @@ def compute_windows(
         ``(window_stats rows with WINDOW_STATS_SCHEMA, the visits and segments used)``.
     """
     data = build_visits_segments(events, min_segment_s=min_segment_s, visit_gap_s=visit_gap_s)
-    job: Callable[..., pa.Table] = compute_windows_duckdb if engine == "duckdb" else compute_windows_polars
-    return job(data, grid), data
+    return ENGINE_FUNCTIONS[engine].windows(data, grid), data
+
+
+def _grids(s: datetime, e: datetime, windows_s: Sequence[int], step_s: int) -> dict[int, WindowGrid]:
+    try:
+        return {w: WindowGrid.build(s, e, window_s=w, step_s=step_for(w, step_s)) for w in windows_s}
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
+
+
+def _end_of_last(e: datetime, period_s: int) -> datetime:
+    """End of the last period (of ``period_s``) that starts before ``e``."""
+    return floor_to_step(e - timedelta(microseconds=1), period_s) + timedelta(seconds=period_s)
 
 
 def run_transform(
@@ -117,90 +239,118 @@ def run_transform(
     start: datetime,
     end: datetime,
     engine: Engine = "duckdb",
+    *,
+    jobs: Sequence[str] | None = None,
+    windows_s: Sequence[int] | None = None,
+    step_s: int | None = None,
 ) -> TransformResult:
-    """Compute the windows of ``[start, end)`` and replace that range of ``lake.window_stats``.
+    """Recompute the derived tables for ``[start, end)`` and replace that range in one transaction.
 
     Args:
-        settings: lake location, ``window_s``, ``window_step_s``, ``min_segment_s``,
-            ``visit_gap_s``.
-        start, end: the range; aware datetimes (naive = UTC). Windows start at ``start``
-            floored to ``window_step_s`` and continue while their start is ``< end``.
+        settings: lake location, ``window_step_s``, ``min_segment_s``, ``visit_gap_s``.
+        start, end: the range; aware datetimes (naive = UTC). Each table's periods whose
+            start lies in ``[start floored to the period, end)`` are replaced.
         engine: ``"duckdb"`` (SQL) or ``"polars"``; both give the same rows.
+        jobs: names from :data:`JOBS`; None = all.
+        windows_s: window lengths (s); None = 1, 5 and 15 minutes (plus
+            ``settings.window_s`` when it is another length).
+        step_s: sliding step (s); None = ``settings.window_step_s``. A length slides by
+            ``min(step_s, window_s)``, which must divide it.
 
     Returns:
         A :class:`TransformResult`.
 
     Raises:
-        InputError: bad range or engine.
+        InputError: bad range, engine, job, window length or step.
         RetryableError: another writer committed a conflicting change; re-run.
         ServiceError: the lake cannot be opened or written.
     """
     t0 = time.monotonic()
     if engine not in ENGINES:
         raise InputError(f"unknown engine {engine!r}: use one of {', '.join(ENGINES)}")
+    fns = ENGINE_FUNCTIONS[engine]
+    picked = validate_jobs(jobs)
     s, e = validate_range(start, end)
-    grid = WindowGrid.build(s, e, window_s=settings.window_s, step_s=settings.window_step_s)
-    lo, hi = read_bounds(
-        s, e, window_s=settings.window_s, step_s=settings.window_step_s, visit_gap_s=settings.visit_gap_s
-    )
+    lengths = tuple(sorted({int(w) for w in (windows_s or (*DEFAULT_WINDOWS_S, settings.window_s))}))
+    step = int(step_s if step_s is not None else settings.window_step_s)
+    grids = _grids(s, e, lengths, step) if "windows" in picked else {}
+    hour_lo, day_lo = floor_to_step(s, HOUR_S), floor_to_step(s, DAY_S)
+    hour_hi, day_hi = _end_of_last(e, HOUR_S), _end_of_last(e, DAY_S)
+    gap = timedelta(seconds=settings.visit_gap_s)
+
     con = connect(settings)
     try:
+        _ensure_columns(con)
         snapshot = current_snapshot(con)
-        events = read_movements(con, lo, hi, snapshot=snapshot)
-        stats, data = compute_windows(
-            events,
-            grid,
-            min_segment_s=settings.min_segment_s,
-            visit_gap_s=settings.visit_gap_s,
-            engine=engine,
-        )
-        deleted = _replace_range(con, stats, grid.first_start, e, grid.window_s)
-    finally:
-        con.close()
-    result = TransformResult(
-        engine=engine,
-        range_start=grid.first_start,
-        range_end=e,
-        window_s=grid.window_s,
-        step_s=grid.step_s,
-        windows=len(grid.starts),
-        read_start=lo,
-        read_end=hi,
-        source_snapshot=snapshot,
-        events_read=events.num_rows,
-        visits=data.visits.num_rows,
-        segments=data.segments.num_rows,
-        rows_deleted=deleted,
-        rows_written=stats.num_rows,
-        elapsed_s=time.monotonic() - t0,
-    )
-    log.info(
-        "window_stats %s..%s (%d s windows, %s): %d events -> %d rows (replaced %d)",
-        result.range_start.isoformat(),
-        result.range_end.isoformat(),
-        result.window_s,
-        engine,
-        result.events_read,
-        result.rows_written,
-        result.rows_deleted,
-    )
-    return result
-
-
-def _replace_range(
-    con: duckdb.DuckDBPyConnection, stats: pa.Table, start: datetime, end: datetime, window_s: int
-) -> int:
-    """DELETE the range and INSERT ``stats`` in one DuckLake transaction; returns rows deleted."""
-    where = f"FROM {LAKE}.window_stats WHERE window_s = ? AND window_start >= ? AND window_start < ?"
-    params = [int(window_s), start, end]
-    cols = ", ".join(WINDOW_STATS_SCHEMA.names)
-    con.register("_sl_window_stats_new", stats)
-    try:
-        con.execute("BEGIN TRANSACTION")
+        w = _Writer(con)
+        sizes = {"events": 0, "visits": 0, "segments": 0}
+        read_lo: datetime | None = None
+        read_hi: datetime | None = None
+        chunks = 0
         try:
-            deleted = con.execute(f"SELECT count(*) {where}", params).fetchone()[0]
-            con.execute(f"DELETE {where}", params)
-            con.execute(f"INSERT INTO {LAKE}.window_stats ({cols}) SELECT {cols} FROM _sl_window_stats_new")
+            con.execute("BEGIN TRANSACTION")
+            # 3. delete every range first: the inserts below are then plain appends
+            for length, grid in grids.items():
+                for table in ("window_stats", "speed_bins"):
+                    w.delete(table, "window_start", grid.first_start, e, "window_s", length)
+            if "occupancy" in picked:
+                w.delete("occupancy_grid", "hour_start", hour_lo, e)
+            if "rollups" in picked:
+                for period_s, lo in ((HOUR_S, hour_lo), (DAY_S, day_lo)):
+                    w.delete("rollup_stats", "period_start", lo, e, "period_s", period_s)
+                    w.delete("speed_bins", "window_start", lo, e, "window_s", period_s)
+            if "peak_hour" in picked:
+                w.delete("peak_hour", "day_start", day_lo, e)
+
+            # 4. per UTC day: events -> visits/segments -> windows, bins, occupancy
+            if grids or "occupancy" in picked:
+                for day in window_starts(day_lo, e, DAY_S):
+                    day_end = day + timedelta(days=1)
+                    sub = {
+                        n: WindowGrid(tuple(t for t in g.starts if day <= t < day_end), g.window_s, g.step_s)
+                        for n, g in grids.items()
+                    }
+                    sub = {n: g for n, g in sub.items() if g.starts}
+                    occ = (max(day, hour_lo), min(day_end, hour_hi)) if "occupancy" in picked else None
+                    if occ is not None and occ[0] >= occ[1]:
+                        occ = None
+                    if not sub and occ is None:
+                        continue
+                    bounds = [(g.first_start, g.last_end) for g in sub.values()] + ([occ] if occ else [])
+                    lo = min(b[0] for b in bounds) - gap
+                    hi = max(b[1] for b in bounds) + gap
+                    read_lo = lo if read_lo is None else min(read_lo, lo)
+                    read_hi = hi if read_hi is None else max(read_hi, hi)
+                    chunks += 1
+                    events = read_movements(con, lo, hi, snapshot=snapshot)
+                    sizes["events"] += events.num_rows
+                    if sub:
+                        data = build_visits_segments(
+                            events, min_segment_s=settings.min_segment_s, visit_gap_s=settings.visit_gap_s
+                        )
+                        sizes["visits"] += data.visits.num_rows
+                        sizes["segments"] += data.segments.num_rows
+                        pairs = read_pairs(con, day, day_end, snapshot=snapshot)
+                        for grid in sub.values():
+                            w.insert("window_stats", fns.windows(data, grid, pairs=pairs))
+                            w.insert("speed_bins", fns.speed_bins(data, grid))
+                    if occ is not None:
+                        w.insert("occupancy_grid", fns.occupancy(events, *occ, visit_gap_s=settings.visit_gap_s))
+
+            # 5. from the stored rows: 15 min -> hour -> day, and the peak hour of each day
+            if "rollups" in picked:
+                quarters = _read_quarters(con, hour_lo, hour_hi)
+                hours, hour_bins = fns.rollup(
+                    parts_from_windows(quarters), part_bins(_read_quarter_bins(con, hour_lo, hour_hi)), HOUR_S
+                )
+                w.insert("rollup_stats", hours)
+                w.insert("speed_bins", hour_bins)
+                stored_hours, stored_bins = _read_hours(con, day_lo, day_hi)
+                days, day_bins = fns.rollup(parts_from_rollups(stored_hours), part_bins(stored_bins), DAY_S)
+                w.insert("rollup_stats", days)
+                w.insert("speed_bins", day_bins)
+            if "peak_hour" in picked:
+                w.insert("peak_hour", fns.peak_hour(_read_quarters(con, day_lo, day_hi)))
             con.execute("COMMIT")
         except BaseException:
             try:
@@ -209,12 +359,121 @@ def _replace_range(
                 pass
             raise
     except duckdb.TransactionException as exc:
-        raise RetryableError(f"window_stats commit conflict, re-run: {_first_line(exc)}") from None
+        raise RetryableError(f"derived tables commit conflict, re-run: {_first_line(exc)}") from None
     except duckdb.Error as exc:
-        raise ServiceError(f"cannot write lake.window_stats: {_first_line(exc)}") from None
+        raise ServiceError(f"cannot write the derived tables: {_first_line(exc)}") from None
     finally:
-        con.unregister("_sl_window_stats_new")
-    return int(deleted)
+        con.close()
+
+    result = TransformResult(
+        engine=engine,
+        jobs=picked,
+        range_start=s,
+        range_end=e,
+        windows_s=lengths if grids else (),
+        step_s=step,
+        windows=sum(len(g.starts) for g in grids.values()),
+        chunks=chunks,
+        read_start=read_lo,
+        read_end=read_hi,
+        source_snapshot=snapshot,
+        events_read=sizes["events"],
+        visits=sizes["visits"],
+        segments=sizes["segments"],
+        tables=w.results(),
+        elapsed_s=time.monotonic() - t0,
+    )
+    log.info("transform %s", result.summary())
+    return result
+
+
+class _Writer:
+    """Deletes and inserts inside the caller's transaction, counting rows per table."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection) -> None:
+        self._con = con
+        self._counts: dict[str, list[int]] = {}
+
+    def _count(self, table: str) -> list[int]:
+        return self._counts.setdefault(table, [0, 0])
+
+    def delete(
+        self, table: str, column: str, lo: datetime, hi: datetime, kind: str | None = None, value: int | None = None
+    ) -> None:
+        # table and column names are constants of this module, never user input
+        where = f"FROM {LAKE}.{table} WHERE {column} >= ? AND {column} < ?"
+        params: list = [lo, hi]
+        if kind is not None:
+            where += f" AND {kind} = ?"
+            params.append(int(value))
+        n = self._con.execute(f"SELECT count(*) {where}", params).fetchone()[0]
+        if n:
+            self._con.execute(f"DELETE {where}", params)
+        self._count(table)[0] += int(n)
+
+    def insert(self, table: str, rows: pa.Table) -> None:
+        self._count(table)
+        if rows.num_rows == 0:
+            return
+        cols = ", ".join(rows.schema.names)
+        self._con.register("_sl_new_rows", rows)
+        try:
+            self._con.execute(f"INSERT INTO {LAKE}.{table} ({cols}) SELECT {cols} FROM _sl_new_rows")
+        finally:
+            self._con.unregister("_sl_new_rows")
+        self._count(table)[1] += rows.num_rows
+
+    def results(self) -> tuple[TableResult, ...]:
+        return tuple(TableResult(t, d, i) for t, (d, i) in self._counts.items())
+
+
+_QUARTER_US = BASE_WINDOW_S * 1_000_000
+
+
+def _read_quarters(con: duckdb.DuckDBPyConnection, lo: datetime, hi: datetime) -> pa.Table:
+    """Stored tumbling 15-minute ``window_stats`` rows with ``lo <= window_start < hi``."""
+    sql = (
+        f"SELECT * FROM {LAKE}.window_stats WHERE window_s = ? AND window_start >= ? AND window_start < ? "
+        "AND epoch_us(window_start) % ? = 0 ORDER BY sensor_id, traveler_type, window_start"
+    )
+    return con.execute(sql, [BASE_WINDOW_S, lo, hi, _QUARTER_US]).to_arrow_table()
+
+
+def _read_quarter_bins(con: duckdb.DuckDBPyConnection, lo: datetime, hi: datetime) -> pa.Table:
+    sql = (
+        f"SELECT * FROM {LAKE}.speed_bins WHERE window_s = ? AND window_start >= ? AND window_start < ? "
+        "AND epoch_us(window_start) % ? = 0 ORDER BY sensor_id, traveler_type, window_start, bin_mph"
+    )
+    return con.execute(sql, [BASE_WINDOW_S, lo, hi, _QUARTER_US]).to_arrow_table()
+
+
+def _read_hours(con: duckdb.DuckDBPyConnection, lo: datetime, hi: datetime) -> tuple[pa.Table, pa.Table]:
+    stats = con.execute(
+        f"SELECT * FROM {LAKE}.rollup_stats WHERE period_s = ? AND period_start >= ? AND period_start < ? "
+        "ORDER BY sensor_id, traveler_type, period_start",
+        [HOUR_S, lo, hi],
+    ).to_arrow_table()
+    bins = con.execute(
+        f"SELECT * FROM {LAKE}.speed_bins WHERE window_s = ? AND window_start >= ? AND window_start < ? "
+        "ORDER BY sensor_id, traveler_type, window_start, bin_mph",
+        [HOUR_S, lo, hi],
+    ).to_arrow_table()
+    return stats, bins
+
+
+def _ensure_columns(con: duckdb.DuckDBPyConnection) -> None:
+    """Add the columns a derived table gained since the lake was created (``ALTER TABLE``)."""
+    for table in DERIVED_TABLES:
+        have = {
+            r[0]
+            for r in con.execute(
+                "SELECT column_name FROM duckdb_columns() WHERE database_name = ? AND table_name = ?",
+                [LAKE, table],
+            ).fetchall()
+        }
+        for f in TABLES[table]:
+            if have and f.name not in have:
+                con.execute(f"ALTER TABLE {LAKE}.{table} ADD COLUMN {f.name} {ddl_type(f.type)}")
 
 
 def _first_line(exc: BaseException) -> str:

@@ -22,7 +22,18 @@ Definitions (ARCHITECTURE.md, "Transforms"):
   :func:`quantile_linear`), and the same two speeds in mph (x 3600 / 5280).
 * **Empty windows** are rows with ``volume = 0``, ``speed_samples = 0`` and NULL speeds, for
   every (sensor_id, traveler_type) pair that has at least one visit overlapping at least one
-  window of the grid. Pairs seen only in the read margins produce no rows.
+  window of the grid, and (in a backfill) every pair observed on the window's UTC day, so a
+  day has the same rows whether it is backfilled whole or hour by hour.
+* **Window lengths and step.** A run computes several window lengths at once (default
+  :data:`DEFAULT_WINDOWS_S`: 1, 5 and 15 minutes); each slides by ``min(step_s, window_s)``,
+  which must divide the window length (a 15-minute window every 5 minutes is fine, every 7
+  is refused), so the tumbling 15-minute windows the roll-ups start from always exist.
+* **Speed bins.** Per-visit speeds in mph binned by :data:`SPEED_BIN_MPH` (5 mph):
+  ``bin_mph = floor(speed_mph / 5) * 5`` is the bin's lower edge, bins are ``[lo, lo + 5)``.
+* **Dwell.** A merged segment slower than :data:`DWELL_MPH` (0.5 mph) is dwelling: its
+  ``duration_s`` counts as dwell time in the window its end lies in.
+* **Mode split.** ``mode_share`` = the type's volume / the volume of all types at the same
+  sensor and window (NULL when that total is 0).
 * **Read range.** Events are read for ``[first window start - visit_gap_s, last window end +
   visit_gap_s)`` so that visits crossing the range edges are reconstructed (see
   :func:`read_bounds`).
@@ -42,8 +53,12 @@ from sensorlake.events import ts_from_us, ts_to_us
 from sensorlake.kinematics import FPS_TO_MPH
 
 __all__ = [
+    "CELL_FT",
+    "DEFAULT_WINDOWS_S",
+    "DWELL_MPH",
     "FPS_TO_MPH",
     "P85",
+    "SPEED_BIN_MPH",
     "WINDOWS_SCHEMA",
     "WindowGrid",
     "as_utc",
@@ -54,6 +69,11 @@ __all__ = [
 ]
 
 P85 = 0.85  # the percentile of the "85th-percentile speed"
+DEFAULT_WINDOWS_S: tuple[int, ...] = (60, 300, 900)  # 1, 5 and 15 minutes
+BASE_WINDOW_S = 900  # the 15-minute windows that roll up to hours and days, and give the PHF
+SPEED_BIN_MPH = 5  # width of a speed bin (mph)
+DWELL_MPH = 0.5  # slower than this, a traveler is dwelling (mph)
+CELL_FT = 5.0  # side of an occupancy-grid cell (ft)
 
 WINDOWS_SCHEMA = pa.schema(
     [pa.field("window_start", TS, nullable=False), pa.field("window_end", TS, nullable=False)]
@@ -69,6 +89,23 @@ def as_utc(ts: datetime) -> datetime:
     if ts.tzinfo is None:
         return ts.replace(tzinfo=UTC)
     return ts.astimezone(UTC)
+
+
+def step_for(window_s: int, step_s: int) -> int:
+    """The step of ``window_s`` windows for a configured ``step_s``: ``min(step_s, window_s)``.
+
+    Raises:
+        ValueError: a size is <= 0, or the step does not divide the window length.
+
+    >>> step_for(900, 300), step_for(60, 900)
+    (300, 60)
+    """
+    if window_s <= 0 or step_s <= 0:
+        raise ValueError("window and step lengths must be > 0")
+    step = min(int(step_s), int(window_s))
+    if window_s % step:
+        raise ValueError(f"a step of {step} s does not divide {window_s} s windows")
+    return step
 
 
 def floor_to_step(ts: datetime, step_s: int) -> datetime:

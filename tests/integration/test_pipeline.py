@@ -127,7 +127,7 @@ def test_malformed_and_missing_position_go_to_dlq(isolated):
 def _window_stats(s):
     con = connect(s, read_only=True)
     try:
-        return con.execute("SELECT * FROM lake.window_stats ORDER BY ALL").fetchall()
+        return con.execute("SELECT * FROM lake.window_stats WHERE window_s = 900 ORDER BY ALL").fetchall()
     finally:
         con.close()
 
