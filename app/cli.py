@@ -9,10 +9,10 @@ exit 2 for usage errors, 1 for everything else.
 from __future__ import annotations
 
 import csv
+import math
 import os
-import subprocess
 import sys
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated
 
@@ -38,6 +38,7 @@ app = typer.Typer(
 stack_app = typer.Typer(help="Start, stop and inspect the local stack (Kafka, PostgreSQL, Redis).", no_args_is_help=True)
 app.add_typer(stack_app, name="stack")
 
+MAX_TRANSFORM_RANGE = timedelta(days=366)  # one call; cron/compose backfill day by day
 console = Console(stderr=True)
 out = Console()
 
@@ -110,10 +111,17 @@ def produce(
     """Publish movement events to the `movements` topic (replay of real data or synthetic load)."""
     from ingest.producer import produce as do_produce
 
-    if speedup <= 0:
-        raise InputError("--speedup must be > 0")
-    if loop and limit is None and not max_rate and speedup <= 0:
-        raise InputError("--loop needs --limit or a finite speedup")
+    _finite_positive(speedup, "--speedup")
+    if limit is not None and limit <= 0:
+        raise InputError("--limit must be > 0")
+    if source == "synthetic":
+        for value, name in ((sensors, "--sensors"), (travelers, "--travelers")):
+            if value <= 0:
+                raise InputError(f"{name} must be > 0")
+        _finite_positive(rate_hz, "--rate-hz")
+        _finite_positive(duration_s, "--duration-s")
+        if seed < 0:
+            raise InputError("--seed must be >= 0")
     settings = _settings()
     events = _open_events(source, sensors=sensors, travelers=travelers, rate_hz=rate_hz, duration_s=duration_s, seed=seed)
     stats = do_produce(
@@ -144,8 +152,8 @@ def consume(
     """Consume `movements`: speeds via Redis, summaries to PostgreSQL, raw events to the lake."""
     from ingest.consumer import run_consumer
 
-    if until_idle is not None and until_idle <= 0:
-        raise InputError("--until-idle must be > 0")
+    if until_idle is not None:
+        _finite_positive(until_idle, "--until-idle")
     stats = run_consumer(_settings(), group=group, until_idle_s=until_idle)
     dlq = sum(stats.dlq.values())
     out.print(
@@ -183,12 +191,15 @@ def transform(
     if engine not in ENGINES:
         raise InputError(f"--engine must be duckdb or polars, not {engine!r}")
     jobs = validate_jobs(job or None)
+    t0, t1 = _parse_time(start, "--start"), _parse_time(end, "--end")
+    if t1 - t0 > MAX_TRANSFORM_RANGE:
+        raise InputError(f"range longer than {MAX_TRANSFORM_RANGE.days} days: split the backfill")
     if step is not None and step <= 0:
         raise InputError("--step must be > 0")
     if window and any(w <= 0 for w in window):
         raise InputError("--window must be > 0")
     res = run_transform(
-        _settings(), _parse_time(start, "--start"), _parse_time(end, "--end"), engine=engine,
+        _settings(), t0, t1, engine=engine,
         jobs=jobs, windows_s=window or None, step_s=step,
     )  # fmt: skip
     out.print(res.summary(), highlight=False)
@@ -196,29 +207,64 @@ def transform(
 
 @app.command()
 def sql(
-    query: Annotated[str, typer.Argument(help="A read-only DuckDB SQL query over the lake (tables lake.*).")],
+    query: Annotated[str, typer.Argument(help="One read-only SELECT over the lake (tables lake.*).")],
     as_csv: Annotated[bool, typer.Option("--csv", help="Write CSV to stdout.")] = False,
-    max_rows: Annotated[int, typer.Option(help="Rows to print at most.")] = 1000,
+    max_rows: Annotated[int, typer.Option(min=1, max=10_000_000, help="Rows to print at most.")] = 1000,
+    timeout: Annotated[float, typer.Option(help="Seconds before the query is interrupted.")] = 60.0,
 ) -> None:
-    """Run ad-hoc read-only SQL over the lake (`lake.movements`, `lake.window_stats`, ...)."""
-    from lake.query import run_readonly
+    """Run one ad-hoc read-only SELECT over the lake (`lake.movements`, `lake.window_stats`, ...).
 
-    columns, rows = run_readonly(_settings(), query, max_rows=max_rows)
+    The lake is attached read-only, only SELECT is accepted, and no file outside the
+    lake's data directory can be read (none can be written).
+    """
+    from lake.readonly import run_readonly
+
+    _finite_positive(timeout, "--timeout")
+    table, more = run_readonly(_settings(), query, max_rows=max_rows, timeout_s=timeout)
+    columns = table.column_names
+    rows = list(zip(*(table.column(c).to_pylist() for c in columns), strict=True)) if columns else []
     if as_csv:
-        w = csv.writer(sys.stdout)
+        w = csv.writer(sys.stdout, lineterminator="\n")
         w.writerow(columns)
         w.writerows(rows)
-        return
-    t = Table(*columns)
-    for r in rows:
-        t.add_row(*("" if v is None else str(v) for v in r))
-    out.print(t)
+    else:
+        t = Table(*columns)
+        for r in rows:
+            t.add_row(*("" if v is None else str(v) for v in r))
+        out.print(t)
+    if more:
+        console.print(f"(first {max_rows} rows shown; use --max-rows for more)")
+
+
+def _finite_positive(value: float, name: str) -> None:
+    if not math.isfinite(value) or value <= 0:
+        raise InputError(f"{name} must be a finite number > 0, not {value}")
+
+
+@app.command()
+def maintain(
+    snapshot_retention_s: Annotated[float, typer.Option(help="Expire snapshots older than this (s); time travel reaches this far.")] = 7 * 86_400.0,
+    file_grace_s: Annotated[float, typer.Option(help="Keep unneeded or orphaned files younger than this (s); above the longest query and lake commit.")] = 3_600.0,
+    compact: Annotated[bool, typer.Option("--compact/--no-compact", help="Merge small adjacent files first.")] = True,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Change nothing; report what would be deleted.")] = False,
+) -> None:
+    """Lake maintenance: compaction, snapshot expiry, removal of old and orphaned files (schedule it)."""
+    from lake.maintenance import run_maintenance
+
+    for value, name in ((snapshot_retention_s, "--snapshot-retention-s"), (file_grace_s, "--file-grace-s")):
+        if not math.isfinite(value) or value < 0:
+            raise InputError(f"{name} must be a finite number >= 0, not {value}")
+    res = run_maintenance(
+        _settings(), snapshot_retention=timedelta(seconds=snapshot_retention_s),
+        file_grace=timedelta(seconds=file_grace_s), compact=compact, dry_run=dry_run,
+    )  # fmt: skip
+    out.print(str(res), highlight=False)
 
 
 # --------------------------------------------------------------------------- app / demo
 @app.command("app")
 def run_app(
-    port: Annotated[int | None, typer.Option(help="HTTP port (default SENSORLAKE_APP_PORT).")] = None,
+    port: Annotated[int | None, typer.Option(min=1, max=65535, help="HTTP port (default SENSORLAKE_APP_PORT).")] = None,
     headless: Annotated[bool, typer.Option("--headless/--browser", help="Do not open a browser.")] = True,
 ) -> None:
     """Start the Streamlit app (live PostgreSQL metrics next to lake analytics)."""
@@ -230,7 +276,9 @@ def run_app(
         "--server.headless", "true" if headless else "false", "--browser.gatherUsageStats", "false",
     ]  # fmt: skip
     console.print(f"app on http://{settings.host}:{port or settings.app_port}")
-    raise typer.Exit(subprocess.call(cmd, env=os.environ.copy()))
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(sys.executable, cmd)  # become Streamlit: signals reach it, no orphan holds the port
 
 
 @app.command()
@@ -273,6 +321,11 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(1)
     except KeyboardInterrupt:
         sys.exit(130)
+    except Exception as exc:
+        if type(exc).__name__ == "InterruptException":  # DuckDB turns Ctrl-C into this
+            print("sensorlake: interrupted", file=sys.stderr)
+            sys.exit(130)
+        raise
     sys.exit(rc if isinstance(rc, int) else 0)
 
 

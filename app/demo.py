@@ -92,11 +92,11 @@ def run_demo(settings: Settings, *, source: str | None, consumers: int, console:
 
     if consumers < 1:
         raise InputError("--consumers must be >= 1")
-    stack.up(settings, console)
-    if source:
+    if source:  # validate the path before starting anything
         path = Path(source)
         events, label = open_source(path), str(path)
-    else:
+    stack.up(settings, console)
+    if not source:
         data = shared_data_dir()
         if data is not None and (data / PEACHTREE).exists():
             events, label = open_source(data / PEACHTREE), f"NGSIM Peachtree ({data / PEACHTREE})"

@@ -204,58 +204,21 @@ def run_limited(
     timeout_s: float = 10.0,
     memory_limit: str = "1GB",
 ) -> tuple[pa.Table, bool]:
-    """Run untrusted ad-hoc SQL read-only, with a row limit and a time limit (the app's SQL page).
+    """Run untrusted ad-hoc SQL read-only, with row, time and memory limits (the app's SQL page).
 
-    The lake is attached read-only; external file access is disabled except for the lake's
-    own data directory, memory is capped and the configuration locked, so the statement
-    can neither write nor read any other file, nor loosen these settings. A statement still
-    running after ``timeout_s`` is interrupted.
-
-    Args:
-        settings: where the lake is.
-        sql: one statement.
-        max_rows: rows returned at most (> 0).
-        timeout_s: wall-time limit (s, > 0).
-        memory_limit: DuckDB ``memory_limit`` of the connection.
+    See :func:`lake.readonly.run_readonly`: exactly one SELECT, lake attached read-only, no
+    file access outside the lake's data directory, configuration locked.
 
     Returns:
         ``(at most max_rows rows as Arrow, True when there were more)``.
 
     Raises:
-        InputError: an empty or failing statement, a refused file access, the time limit.
+        InputError: not a single SELECT, a failing statement, a refused file access, the time limit.
         ServiceError: the lake cannot be opened.
     """
-    if not sql.strip():
-        raise InputError("empty query")
-    if max_rows <= 0 or timeout_s <= 0:
-        raise InputError("the row and time limits must be > 0")
-    con = _connect(settings, read_only=True)
-    timer = threading.Timer(timeout_s, con.interrupt)
-    try:
-        con.execute("SET allowed_directories = ?", [[f"{settings.lake_data_path}/"]])
-        con.execute("SET enable_external_access = false")
-        con.execute("SET memory_limit = ?", [memory_limit])
-        con.execute("SET lock_configuration = true")
-        timer.start()
-        cur = con.execute(sql)
-        if cur.description is None:
-            return pa.table({}), False
-        reader = cur.to_arrow_reader(batch_size=min(max_rows + 1, 10_000))
-        batches, n = [], 0
-        for batch in reader:
-            batches.append(batch)
-            n += batch.num_rows
-            if n > max_rows:
-                break
-        result = pa.Table.from_batches(batches, schema=reader.schema) if batches else reader.schema.empty_table()
-        return result.slice(0, max_rows), n > max_rows
-    except duckdb.InterruptException:
-        raise InputError(f"query stopped after the time limit of {timeout_s:g} s") from None
-    except duckdb.Error as exc:
-        raise InputError(_first_line(exc)) from None
-    finally:
-        timer.cancel()
-        con.close()
+    from lake.readonly import run_readonly
+
+    return run_readonly(settings, sql, max_rows=max_rows, timeout_s=timeout_s, memory_limit=memory_limit)
 
 
 def _utc(ts: datetime) -> datetime:

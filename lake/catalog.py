@@ -68,10 +68,29 @@ def _bundled_extension(name: str) -> Path | None:
 
 
 def attach_target(settings: Settings) -> str:
-    """The ``ATTACH`` target string for the configured catalog (no secrets printed by callers)."""
+    """The ``ATTACH`` target string for the configured catalog.
+
+    For PostgreSQL it names no server, user or password: those come from the connection's
+    default postgres secret (:func:`_create_pg_secret`), so ``duckdb_databases()`` and
+    error messages never show the password.
+    """
     if settings.catalog_is_file:
         return f"ducklake:{Path(settings.catalog).expanduser()}"
-    return f"ducklake:postgres:{settings.pg_catalog_dsn}"
+    return "ducklake:postgres:"
+
+
+def _sql_literal(value: object) -> str:
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+def _create_pg_secret(con: duckdb.DuckDBPyConnection, settings: Settings) -> None:
+    """The connection's default postgres secret (DuckDB redacts its password)."""
+    con.execute(
+        "CREATE OR REPLACE SECRET (TYPE postgres, "
+        f"HOST {_sql_literal(settings.pg_host or settings.host)}, PORT {int(settings.pg_port)}, "
+        f"DATABASE {_sql_literal(settings.pg_catalog_database)}, USER {_sql_literal(settings.pg_user)}, "
+        f"PASSWORD {_sql_literal(settings.pg_password)})"
+    )
 
 
 def connect(
@@ -116,6 +135,7 @@ def _connect_once(
         load_extension(con, "ducklake")
         if not settings.catalog_is_file:
             load_extension(con, "postgres_scanner")
+            _create_pg_secret(con, settings)
         data_path = settings.lake_data_path
         if not read_only:
             data_path.mkdir(parents=True, exist_ok=True)

@@ -38,6 +38,14 @@ def one_line_error(r: subprocess.CompletedProcess) -> str:
         (["transform", "--start", "2024-01-01", "--end", "2024-01-02", "--engine", "spark"], "spark"),
         (["consume", "--until-idle", "-1"], "--until-idle"),
         (["nonsense"], "nonsense"),
+        (["produce", "--source", "synthetic", "--seed", "-1"], "--seed"),
+        (["produce", "--source", "synthetic", "--rate-hz", "inf"], "--rate-hz"),
+        (["consume", "--until-idle", "nan"], "--until-idle"),
+        (["sql", "SELECT 1", "--max-rows", "99999999999999999999"], "--max-rows"),
+        (["transform", "--start", "0001-01-01", "--end", "9999-12-31T23:59:59"], "split"),
+        (["app", "--port", "0"], "--port"),
+        (["app", "--port", "70000"], "--port"),
+        (["demo", "--headless", "--source", "/no/such/dir"], "/no/such/dir"),
     ],
 )
 def test_bad_input_exits_non_zero_with_one_line(args, needle):
@@ -63,10 +71,30 @@ def test_sql_is_read_only_and_cannot_touch_files(tmp_path):
     con.close()
     ok = cli("sql", "--csv", "SELECT count(*) AS n, max(ts) AS last FROM lake.movements", env=env)
     assert ok.returncode == 0, ok.stderr
-    assert ok.stdout.splitlines() == ["n,last", "2,2024-03-11 04:30:01+00:00"]
+    assert ok.stdout == "n,last\n2,2024-03-11 04:30:01+00:00\n"  # LF, not CRLF
     assert "Permission" in one_line_error(cli("sql", "SELECT * FROM read_csv('/etc/passwd')", env=env))
     one_line_error(cli("sql", "DELETE FROM lake.movements", env=env))
-    one_line_error(cli("sql", f"COPY (SELECT 1) TO '{tmp_path / 'x.csv'}'", env=env))
+    assert "not COPY" in one_line_error(cli("sql", f"COPY (SELECT 1) TO '{tmp_path / 'x.csv'}'", env=env))
     assert not (tmp_path / "x.csv").exists()
+    # not even into the lake's own data directory, which reads are allowed from
+    files = sorted((tmp_path / "data").rglob("*.parquet"))
+    assert files
+    before = files[0].read_bytes()
+    one_line_error(cli("sql", f"COPY (SELECT 'junk' AS x) TO '{files[0]}' (FORMAT parquet)", env=env))
+    assert files[0].read_bytes() == before
+    assert "one statement" in one_line_error(cli("sql", "SELECT 1; SELECT 2", env=env))
+    for stmt in ("ATTACH ':memory:' AS m", "SET enable_external_access = true", "INSTALL httpfs", "EXPORT DATABASE '/tmp/x'"):
+        one_line_error(cli("sql", stmt, env=env))
     again = cli("sql", "--csv", "SELECT count(*) FROM lake.movements", env=env)
     assert again.stdout.splitlines()[1] == "2"
+
+
+@pytest.mark.services
+def test_sql_never_shows_the_catalog_password(isolated):
+    s = isolated
+    r = cli("sql", "--csv", "SELECT database_name, path FROM duckdb_databases()", env=s.to_env())
+    assert r.returncode == 0, r.stderr
+    assert "lake" in r.stdout
+    assert s.pg_password not in r.stdout
+    r = cli("sql", "--csv", "SELECT secret_string FROM duckdb_secrets()", env=s.to_env())
+    assert f"password={s.pg_password}" not in r.stdout
