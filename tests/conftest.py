@@ -107,7 +107,12 @@ def isolated(services: Settings, tmp_path: Path):
 
     connect(s).close()  # initialise the catalog once, before concurrent consumers attach
     yield s
-    _admin(s).delete_topics([s.topic, s.dlq_topic], operation_timeout=30)
+    admin = _admin(s)  # keep a reference: the request is sent asynchronously
+    for f in admin.delete_topics([s.topic, s.dlq_topic], operation_timeout=30).values():
+        try:
+            f.result(timeout=30)
+        except Exception:  # noqa: BLE001 - already gone is fine
+            pass
     with psycopg.connect(services.pg_dsn, autocommit=True) as c:
         for db in (s.pg_database, s.pg_catalog_database):
             c.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
