@@ -6,6 +6,12 @@ current state, never increments) with ``INSERT ... ON CONFLICT ... DO UPDATE ...
 the incoming row is newer (a higher Kafka offset of the same partition). Replaying any
 part of the topic therefore changes nothing. The row holds the full kinematic state, so
 a lost Redis cache is rebuilt from it (:meth:`PgSummarySink.fetch_latest`).
+
+Table ``consumer_metrics`` holds each consumer process's counters (absolute values, one
+row per ``(consumer_id, metric, label)``, e.g. ``('host/123/...', 'dlq', 'malformed_json')``),
+written by the consumer after each lake commit and at exit. Totals of a group:
+``SELECT metric, label, sum(value) FROM consumer_metrics WHERE consumer_group = ... GROUP BY 1, 2``
+(a replayed record is counted again by the process that replays it: DLQ counts are at least once).
 """
 
 from __future__ import annotations
@@ -48,6 +54,22 @@ CREATE TABLE IF NOT EXISTS traveler_summary (
     PRIMARY KEY (sensor_id, traveler_id, first_seen)
 );
 CREATE INDEX IF NOT EXISTS traveler_summary_last_seen ON traveler_summary (last_seen);
+CREATE TABLE IF NOT EXISTS consumer_metrics (
+    consumer_id      text        NOT NULL,
+    consumer_group   text        NOT NULL,
+    topic            text        NOT NULL,
+    metric           text        NOT NULL,
+    label            text        NOT NULL,
+    value            bigint      NOT NULL,
+    updated_at       timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (consumer_id, metric, label)
+);
+"""
+
+UPSERT_METRIC = """
+INSERT INTO consumer_metrics (consumer_id, consumer_group, topic, metric, label, value)
+VALUES (%s, %s, %s, %s, %s, %s)
+ON CONFLICT (consumer_id, metric, label) DO UPDATE SET value = EXCLUDED.value, updated_at = now()
 """
 
 _COLUMNS = (
@@ -151,6 +173,24 @@ class PgSummarySink:
             self.close()
             raise RetryableError(f"postgres read failed: {exc}".splitlines()[0]) from exc
         return {(r[0], r[1]): row_to_state(r) for r in rows}
+
+    def write_metrics(
+        self, consumer_id: str, group: str, topic: str, rows: Sequence[tuple[str, str, int]]
+    ) -> None:
+        """Upsert one consumer's ``(metric, label, value)`` counters (absolute values).
+
+        Raises:
+            RetryableError: PostgreSQL failed; the connection is reset.
+        """
+        if not rows:
+            return
+        try:
+            conn = self._ensure()
+            with conn.transaction(), conn.cursor() as cur:
+                cur.executemany(UPSERT_METRIC, [(consumer_id, group, topic, m, lbl, int(v)) for m, lbl, v in rows])
+        except psycopg.Error as exc:
+            self.close()
+            raise RetryableError(f"postgres metrics upsert failed: {exc}".splitlines()[0]) from exc
 
     def upsert(self, states: Sequence[TravelerState]) -> None:
         """Upsert visit states as absolute values, newer-wins, in one transaction.

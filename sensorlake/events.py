@@ -7,29 +7,43 @@ Wire format (unchanged from the system sensorlake replaces)::
 
 Rules (each violation raises :class:`~sensorlake.errors.EventError` with a reason code):
 
-* ``traveler_id``: non-empty string, at most 128 characters, stripped of surrounding blanks.
-* ``traveler_type``: non-empty string; normalised to lower case, blanks stripped, then
-  mapped through the configured aliases (``biker`` -> ``bicycle``). Unknown types are
-  accepted as they are: the known set is configuration, used for reporting.
-* ``sensor_id``: a JSON integer >= 0. Strings (even ``"7"``), floats and booleans are
-  rejected (``bad_type``): a sensor id that changes type is a producer bug worth seeing.
+* ``traveler_id``: non-empty string, at most 128 characters, stripped of surrounding blanks,
+  with no control character (Unicode category Cc, U+0000..U+001F and U+007F..U+009F:
+  PostgreSQL text cannot hold NUL, and an id with a newline is a producer bug)
+  -> ``bad_value``.
+* ``traveler_type``: non-empty string; normalised to lower case, runs of blanks collapsed,
+  then mapped through the configured aliases (``biker`` -> ``bicycle``). Unknown types are
+  accepted as they are: the known set is configuration, used for reporting. Same
+  length and control-character rules as ``traveler_id``.
+* ``sensor_id``: a JSON integer in [0, 2**63). Strings (even ``"7"`` or ``"007"``), floats
+  (even ``7.0``) and booleans are rejected (``bad_type``): a sensor id that changes type
+  is a producer bug worth seeing, and ``"007"`` vs ``7`` would silently split one sensor's
+  state in two if strings were parsed.
 * ``position``: exactly two finite JSON numbers ``[x_ft, y_ft]`` in feet in the sensor's
   local frame, each with ``|v| <= 1e7`` ft (about 1,900 miles; anything larger is a unit
   or encoding error).
-* ``timestamp``: ISO 8601 (``datetime.fromisoformat``). With an offset it is converted to
-  UTC; a naive timestamp is taken as UTC. Sub-microsecond digits are truncated to whole
-  microseconds (the lake's unit), never rescaled. Years before 1970 or after 2100 are
-  rejected (``bad_timestamp``).
-* The value must be a JSON object, UTF-8, at most ``MAX_EVENT_BYTES``; unknown extra fields
-  are ignored.
+* ``timestamp``: an ISO 8601 **string** (``datetime.fromisoformat``: extended or basic
+  format, ``Z`` or an offset, a date alone is midnight). With an offset it is converted to
+  UTC; a naive timestamp is taken as UTC. Digits beyond microseconds (nanosecond inputs)
+  are **truncated** to whole microseconds, the lake's one unit, never rounded or rescaled:
+  ``...05.123456789Z`` is ``...05.123456Z``. A JSON number (epoch seconds, ms, us or ns:
+  ambiguous by a factor 1000) is rejected (``bad_type``). Times before 1970-01-01 or from
+  2100-01-01 on are rejected (``bad_timestamp``).
+* The value must be a JSON object, UTF-8, at most ``MAX_EVENT_BYTES``, nested at most a
+  few hundred levels (deeper is ``malformed_json``). Unknown extra fields are ignored; a
+  contract field given twice (also when one spelling is ``\\u``-escaped) is rejected
+  (``duplicate_key``) instead of silently keeping the last value.
 
 Reason codes: ``empty``, ``too_large``, ``bad_utf8``, ``malformed_json``, ``not_an_object``,
-``missing_field``, ``bad_type``, ``bad_value``, ``bad_position``, ``bad_timestamp``.
+``duplicate_key``, ``missing_field``, ``bad_type``, ``bad_value``, ``bad_position``,
+``bad_timestamp`` (:data:`REASONS`).
 """
 
 from __future__ import annotations
 
+import json
 import math
+import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
 
@@ -44,6 +58,14 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MIN_TS = datetime(1970, 1, 1, tzinfo=UTC)
 _MAX_TS = datetime(2100, 1, 1, tzinfo=UTC)
 REQUIRED_FIELDS = ("traveler_id", "traveler_type", "sensor_id", "position", "timestamp")
+REASONS = frozenset(
+    {
+        "empty", "too_large", "bad_utf8", "malformed_json", "not_an_object", "duplicate_key",
+        "missing_field", "bad_type", "bad_value", "bad_position", "bad_timestamp",
+    }
+)  # fmt: skip
+_FIELD_TOKENS = tuple(f'"{f}"'.encode() for f in REQUIRED_FIELDS)
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")  # Unicode category Cc
 
 
 class Event(msgspec.Struct, frozen=True, gc=False):
@@ -116,7 +138,10 @@ def parse_timestamp(raw: str) -> int:
         raise EventError("bad_timestamp", f"not ISO 8601: {raw[:64]!r}") from None
     if ts.tzinfo is None:
         ts = ts.replace(tzinfo=UTC)
-    ts = ts.astimezone(UTC)
+    try:
+        ts = ts.astimezone(UTC)
+    except OverflowError:  # year 1 with a positive offset, year 9999 with a negative one
+        raise EventError("bad_timestamp", f"outside 1970..2100: {raw[:64]!r}") from None
     if not (_MIN_TS <= ts < _MAX_TS):
         raise EventError("bad_timestamp", f"outside 1970..2100: {raw[:64]!r}")
     return ts_to_us(ts)
@@ -158,9 +183,17 @@ def decode_event(value: bytes | None, aliases: Mapping[str, str] | None = None) 
         if "out of range" in msg:
             raise EventError("bad_position", msg) from None
         raise EventError("malformed_json", msg) from None
+    except RecursionError:
+        raise EventError("malformed_json", "JSON nested too deeply") from None
+    if _may_repeat_a_field(value):
+        _reject_duplicate_fields(value)
     traveler_id = wire.traveler_id.strip()
     if not traveler_id or len(traveler_id) > MAX_ID_LEN:
         raise EventError("bad_value", "traveler_id must have 1..128 characters")
+    if _has_control(traveler_id):
+        raise EventError("bad_value", "traveler_id contains a control character")
+    if _has_control(wire.traveler_type):
+        raise EventError("bad_value", "traveler_type contains a control character")
     traveler_type = normalise_type(wire.traveler_type, aliases)
     if not traveler_type or len(traveler_type) > MAX_ID_LEN:
         raise EventError("bad_value", "traveler_type must have 1..128 characters")
@@ -178,6 +211,41 @@ def decode_event(value: bytes | None, aliases: Mapping[str, str] | None = None) 
         x_ft=float(x_ft),
         y_ft=float(y_ft),
     )
+
+
+def _may_repeat_a_field(value: bytes) -> bool:
+    """Cheap suspicion of a repeated contract field: a field's quoted name occurs twice, or
+    the value has a ``\\u`` escape (a key could be spelled ``"sensor\\u005fid"``). A few
+    substring scans in C; the full check runs only when this is True."""
+    if b"\\u" in value:
+        return True
+    count = value.count
+    t1, t2, t3, t4, t5 = _FIELD_TOKENS
+    return count(t1) > 1 or count(t2) > 1 or count(t3) > 1 or count(t4) > 1 or count(t5) > 1
+
+
+def _has_control(text: str) -> bool:
+    """True if ``text`` has a character of Unicode category Cc (printable ASCII: fast path)."""
+    if text.isascii() and text.isprintable():
+        return False
+    return _CONTROL.search(text) is not None
+
+
+class _Pairs(list):
+    """Key-value pairs of one JSON object, as parsed (duplicates kept)."""
+
+
+def _reject_duplicate_fields(value: bytes) -> None:
+    """Raise EventError(``duplicate_key``) if the top-level object repeats a contract field."""
+    try:
+        top = json.loads(value, object_pairs_hook=_Pairs)
+    except (ValueError, RecursionError):  # msgspec accepted it; be safe all the same
+        raise EventError("malformed_json", "JSON does not parse") from None
+    seen: set[str] = set()
+    for key, _ in top:
+        if key in seen and key in REQUIRED_FIELDS:
+            raise EventError("duplicate_key", f"field {key!r} given more than once")
+        seen.add(key)
 
 
 def _classify_validation(msg: str) -> EventError:
