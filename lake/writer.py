@@ -144,9 +144,11 @@ class LakeWriter:
     def _read_offsets(self, con: duckdb.DuckDBPyConnection, partitions: list[int] | None) -> dict[int, int]:
         sql = (
             f"SELECT kafka_partition, max(next_offset) FROM {LAKE}.ingest_offsets "
-            "WHERE consumer_group = ? AND topic = ? GROUP BY kafka_partition"
+            "WHERE topic = ? GROUP BY kafka_partition"
         )
-        rows = con.execute(sql, [self.group, self.topic]).fetchall()
+        # keyed by topic, not group: the lake holds one copy of a topic's events whichever
+        # consumer group writes them (consumer_group records the last writer)
+        rows = con.execute(sql, [self.topic]).fetchall()
         out = {int(p): int(o) for p, o in rows}
         if partitions is not None:
             out = {p: o for p, o in out.items() if p in set(partitions)}
@@ -199,9 +201,9 @@ class LakeWriter:
             now = datetime.now(UTC)
             if parts:
                 con.execute(
-                    f"DELETE FROM {LAKE}.ingest_offsets WHERE consumer_group = ? AND topic = ? "
+                    f"DELETE FROM {LAKE}.ingest_offsets WHERE topic = ? "
                     f"AND kafka_partition IN ({', '.join(str(int(p)) for p in parts)})",
-                    [self.group, self.topic],
+                    [self.topic],
                 )
                 con.executemany(
                     f"INSERT INTO {LAKE}.ingest_offsets VALUES (?, ?, ?, ?, ?)",

@@ -174,3 +174,19 @@ def test_transform_cli_duckdb_equals_polars_on_the_streamed_lake(isolated, data_
     # window edge counts in both windows)
     vol_idx = 5
     assert sum(r[vol_idx] for r in by_duckdb) >= 165
+
+
+def test_a_second_consumer_group_does_not_duplicate_the_lake(isolated):
+    """The lake's offsets belong to the topic: a consumer of another group resumes where
+    the lake is, instead of writing every event again."""
+    from dataclasses import replace
+
+    from ingest.producer import produce
+
+    s = isolated
+    events = [Event(4, f"v{i % 7}", "car", 1_700_000_000_000_000 + i * 1_000_000, float(i), 0.0) for i in range(50)]
+    produce(s, events, speedup=None, max_rate=True)
+    MovementConsumer(s).run(until_idle_s=5)
+    MovementConsumer(replace(s, consumer_group=s.consumer_group + "-other")).run(until_idle_s=5)
+    n, distinct, _, _ = lake_counts(s)
+    assert n == distinct == 50
