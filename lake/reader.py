@@ -260,10 +260,15 @@ def last_snapshots(con: duckdb.DuckDBPyConnection, n: int = 5) -> list[dict]:
 
 
 def stored_offsets(con: duckdb.DuckDBPyConnection, consumer_group: str, topic: str) -> dict[int, int]:
-    """The next offset per Kafka partition stored in ``lake.ingest_offsets`` for a group and topic."""
+    """The next offset per Kafka partition stored in ``lake.ingest_offsets`` for a topic.
+
+    Offsets belong to the topic (whichever group wrote them); ``consumer_group`` is kept in
+    the signature for callers and ignored.
+    """
+    del consumer_group
     rows = con.execute(
         f"SELECT kafka_partition, max(next_offset) FROM {LAKE}.ingest_offsets "
-        "WHERE consumer_group = ? AND topic = ? GROUP BY kafka_partition",
-        [consumer_group, topic],
+        "WHERE topic = ? GROUP BY kafka_partition",
+        [topic],
     ).fetchall()
     return {int(p): int(o) for p, o in rows}
