@@ -54,25 +54,27 @@ import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import pyarrow as pa
 import pyarrow.compute as pc
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
-from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_exponential
 
 from ingest.dlq import DeadLetterQueue
 from ingest.pg_sink import PgSummarySink
 from ingest.redis_state import RedisState, decode_state
 from lake.schema import MOVEMENTS_SCHEMA
 from lake.writer import LakeWriter
-from sensorlake.errors import EventError, FencedError, RetryableError, SensorlakeError
+from sensorlake.errors import EventError, FencedError, RetryableError, SensorlakeError, call_retrying
 from sensorlake.events import Event, decode_event
 from sensorlake.kinematics import Outcome, TravelerState, apply_event
 from sensorlake.settings import Settings
 
 log = logging.getLogger(__name__)
 Key = tuple[int, str]
+T = TypeVar("T")
 _MAX_CAS_ROUNDS = 20
+SERVICE_RETRY_S = 120.0  # how long a poll's sink writes are retried through a service blip
 DLQ_WAIT_S = 10.0  # how long a flush waits for DLQ acknowledgements while running
 STOP_DLQ_WAIT_S = 3.0  # ... and while shutting down (SIGTERM must end within seconds)
 
@@ -127,22 +129,30 @@ class _LakeBuffer:
     def rows(self) -> int:
         return len(self.cols["sensor_id"])
 
-    def add(self, ev: Event, partition: int, offset: int) -> None:
+    def add(self, valid: list[tuple[Event, int, int]]) -> None:
+        """Append one poll's valid events, each with its Kafka partition and offset."""
         c = self.cols
-        c["sensor_id"].append(ev.sensor_id)
-        c["traveler_id"].append(ev.traveler_id)
-        c["traveler_type"].append(ev.traveler_type)
-        c["ts"].append(ev.ts_us)
-        c["x_ft"].append(ev.x_ft)
-        c["y_ft"].append(ev.y_ft)
-        c["kafka_partition"].append(partition)
-        c["kafka_offset"].append(offset)
+        evs = [ev for ev, _, _ in valid]
+        c["sensor_id"] += [ev.sensor_id for ev in evs]
+        c["traveler_id"] += [ev.traveler_id for ev in evs]
+        c["traveler_type"] += [ev.traveler_type for ev in evs]
+        c["ts"] += [ev.ts_us for ev in evs]
+        c["x_ft"] += [ev.x_ft for ev in evs]
+        c["y_ft"] += [ev.y_ft for ev in evs]
+        c["kafka_partition"] += [p for _, p, _ in valid]
+        c["kafka_offset"] += [off for _, _, off in valid]
 
-    def consumed(self, partition: int, offset: int, now: float) -> None:
-        """Record that ``offset`` of ``partition`` is fully handled (sinks written or DLQ'd)."""
-        self.next_offsets[partition] = max(self.next_offsets.get(partition, 0), offset + 1)
-        if partition not in self.first_offsets or offset < self.first_offsets[partition]:
-            self.first_offsets[partition] = offset
+    def consumed(self, handled: list[tuple[int, int]], now: float) -> None:
+        """Record that one poll's ``(partition, offset)`` records are fully handled (sinks
+        written or DLQ'd)."""
+        if not handled:
+            return
+        next_offsets, first_offsets = self.next_offsets, self.first_offsets
+        for p, off in handled:
+            if off >= next_offsets.get(p, 0):
+                next_offsets[p] = off + 1
+            if off < first_offsets.get(p, off + 1):
+                first_offsets[p] = off
         if self.started is None:
             self.started = now
 
@@ -301,10 +311,7 @@ class MovementConsumer:
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         if not self._closing:
-            try:
-                self.flush(stopping=self._stop.is_set())
-            except FencedError:  # pragma: no cover - flush handles it
-                self._buffer.clear()
+            self.flush(stopping=self._stop.is_set())  # a fenced commit is handled in flush
         self._buffer.clear()  # whatever could not be committed is the next owner's to consume
         revoked = [tp.partition for tp in partitions]
         self._dlq.forget(revoked)
@@ -323,10 +330,8 @@ class MovementConsumer:
             while not self._stop.is_set():
                 msgs = self._consumer.consume(num_messages=self.settings.poll_batch, timeout=0.5)
                 now = self.clock()
-                if msgs:
-                    real = self._process(msgs)
-                    if real:
-                        last_msg = now
+                if msgs and self._process(msgs, now):
+                    last_msg = now
                 if self._should_flush(now):
                     self.flush()
                 if until_idle_s is not None and now - last_msg >= until_idle_s:
@@ -350,13 +355,13 @@ class MovementConsumer:
             return False
         return b.rows >= self.settings.max_batch_rows or now - b.started >= self.settings.max_batch_age_s
 
-    def _process(self, msgs: list) -> int:
-        """Decode, compute and write sinks for one poll. Returns messages handled.
+    def _process(self, msgs: list, now: float) -> int:
+        """Decode, compute and write sinks for one poll (received at ``now``). Returns the
+        messages handled.
 
         The poll's offsets enter the lake buffer only after Redis and PostgreSQL hold its
         events: if a sink keeps failing, the exception leaves the buffer as it was.
         """
-        now = self.clock()
         valid: list[tuple[Event, int, int]] = []
         handled: list[tuple[int, int]] = []
         for m in msgs:
@@ -378,15 +383,12 @@ class MovementConsumer:
         self.stats.valid += len(valid)
         if valid:
             _retry_service(lambda: self._apply_kinematics(valid))
-            for ev, p, off in valid:
-                self._buffer.add(ev, p, off)
-        for p, off in handled:
-            self._buffer.consumed(p, off, now)
+            self._buffer.add(valid)
+        self._buffer.consumed(handled, now)
         return len(handled)
 
-    def _apply_kinematics(self, valid: list[tuple[Event, int, int]]) -> list[TravelerState]:
-        """Apply the batch to the traveler states and write both state sinks; return every
-        visit state touched.
+    def _apply_kinematics(self, valid: list[tuple[Event, int, int]]) -> None:
+        """Apply the batch to the traveler states and write both state sinks.
 
         Per round: read the keys' states from Redis (one MGET; misses rebuilt from
         PostgreSQL in one query), apply the events with the pure ``apply_event``, upsert
@@ -406,49 +408,43 @@ class MovementConsumer:
         for item in valid:
             ev = item[0]
             by_key[(ev.sensor_id, ev.traveler_id)].append(item)
+        min_segment_s, visit_gap_s = self.settings.min_segment_s, self.settings.visit_gap_s
         pending = list(by_key)
-        touched: dict[tuple[int, str, int], TravelerState] = {}
         for attempt in range(_MAX_CAS_ROUNDS):
             if attempt:  # another writer won the last round: back off a little, at random
                 time.sleep(random.uniform(0, 0.005 * attempt))
             raw = self._redis.get_many(pending)
-            current: dict[Key, TravelerState | None] = {
-                k: decode_state(v) if v is not None else None for k, v in raw.items()
-            }
-            missing = [k for k, s in current.items() if s is None]
+            current = {k: decode_state(v) for k, v in raw.items() if v is not None}
+            missing = [k for k in pending if k not in current]
             if missing:
                 current.update(self._pg.fetch_latest(missing))
-            updates = []
-            round_touched: dict[Key, dict] = {}
-            round_outcomes: dict[Key, Counter] = {}
+            rows: list[TravelerState] = []  # every visit touched, for PostgreSQL
+            updates = []  # (key, value read, new state) for the Redis compare-and-set
+            outcomes: dict[Key, Counter] = {}
             for key in pending:
                 state = current.get(key)
-                visits: dict = {}
-                outcomes: Counter = Counter()
+                visits: dict[int, TravelerState] = {}  # first_seen_us -> latest state of that visit
+                counts = outcomes[key] = Counter()
                 for ev, p, off in by_key[key]:
                     step = apply_event(
-                        state, ev, min_segment_s=self.settings.min_segment_s,
-                        visit_gap_s=self.settings.visit_gap_s, partition=p, offset=off,
-                    )  # fmt: skip
-                    outcomes[step.outcome.value] += 1
+                        state, ev, min_segment_s=min_segment_s, visit_gap_s=visit_gap_s, partition=p, offset=off
+                    )
+                    counts[step.outcome.value] += 1
                     state = step.state
                     if step.outcome is not Outcome.REPLAYED:
-                        visits[(key[0], key[1], state.first_seen_us)] = state
-                if state is not None:
-                    # always (re)write both, even when every event was a replay: it costs
-                    # nothing (newer-wins) and refreshes the Redis TTL
-                    visits.setdefault((key[0], key[1], state.first_seen_us), state)
-                    updates.append((key, raw.get(key), state))
-                round_touched[key] = visits
-                round_outcomes[key] = outcomes
-            self._pg.upsert([st for visits in round_touched.values() for st in visits.values()])
+                        visits[state.first_seen_us] = state
+                # always (re)write the latest visit to both sinks, even when every event was a
+                # replay: it costs nothing (newer-wins) and refreshes the Redis TTL
+                visits.setdefault(state.first_seen_us, state)
+                rows.extend(visits.values())
+                updates.append((key, raw.get(key), state))
+            self._pg.upsert(rows)
             failed = set(self._redis.compare_and_set(updates))
-            for key, visits in round_touched.items():
+            for key, counts in outcomes.items():
                 if key not in failed:
-                    touched.update(visits)
-                    self.stats.outcomes.update(round_outcomes[key])
+                    self.stats.outcomes.update(counts)
             if not failed:
-                return list(touched.values())
+                return
             self.stats.cas_conflicts += len(failed)
             pending = [k for k in pending if k in failed]
         raise RetryableError(f"redis state of {len(pending)} key(s) kept changing under us")
@@ -521,19 +517,9 @@ class MovementConsumer:
                     log.info("re-seek of partition %d failed: %s", tp.partition, exc)
 
 
-def _retry_service(fn: Callable):
-    """Call ``fn``, retrying RetryableError (a service blip) for up to 120 s."""
-
-    @retry(
-        retry=retry_if_exception_type(RetryableError),
-        wait=wait_exponential(multiplier=0.2, max=5),
-        stop=stop_after_delay(120),
-        reraise=True,
-    )
-    def _call():
-        return fn()
-
-    return _call()
+def _retry_service(fn: Callable[[], T]) -> T:
+    """Call ``fn``, retrying RetryableError (a service blip) for up to ``SERVICE_RETRY_S``."""
+    return call_retrying(fn, for_s=SERVICE_RETRY_S)
 
 
 def run_consumer(

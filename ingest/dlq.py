@@ -123,8 +123,7 @@ class DeadLetterQueue:
                 self._producer.poll(0.1)
             except KafkaException as exc:  # refused locally (e.g. larger than message.max.bytes)
                 err = exc.args[0]
-                if err.code() in _SIZE_ERRORS and not _is_truncated(rec):
-                    _truncate(rec)
+                if _truncate_if_too_large(rec, err):
                     continue
                 rec.failed = err
                 log.warning("DLQ record from %s refused: %s", origin, err)
@@ -155,8 +154,7 @@ class DeadLetterQueue:
             self._replace_producer_if_fatal()
             for origin, rec in list(self._pending.items()):
                 if rec.failed is not None:
-                    if rec.failed.code() in _SIZE_ERRORS and not _is_truncated(rec):
-                        _truncate(rec)
+                    _truncate_if_too_large(rec, rec.failed)
                     self._produce(origin, rec)
             self._producer.flush(max(0.0, min(1.0, deadline - time.monotonic())))
             if not self._pending or time.monotonic() >= deadline:
@@ -179,12 +177,11 @@ class DeadLetterQueue:
         return len(self._pending)
 
 
-def _is_truncated(rec: _Record) -> bool:
-    return any(k == "sl-truncated" for k, _ in rec.headers)
-
-
-def _truncate(rec: _Record) -> None:
-    """Replace the value by its first TRUNCATED_BYTES bytes, recording length and hash."""
+def _truncate_if_too_large(rec: _Record, err: KafkaError) -> bool:
+    """If ``err`` refused the record for its size and it is not truncated yet, replace the
+    value by its first TRUNCATED_BYTES bytes, recording length and hash. True if it did."""
+    if err.code() not in _SIZE_ERRORS or any(k == "sl-truncated" for k, _ in rec.headers):
+        return False
     value = rec.value or b""
     rec.headers = [
         *rec.headers,
@@ -193,3 +190,4 @@ def _truncate(rec: _Record) -> None:
     ]
     rec.value = value[:TRUNCATED_BYTES]
     log.warning("DLQ record too large for the DLQ topic: sending its first %d of %d bytes", TRUNCATED_BYTES, len(value))
+    return True

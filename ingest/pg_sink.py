@@ -16,11 +16,12 @@ written by the consumer after each lake commit and at exit. Totals of a group:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 import psycopg
 
-from sensorlake.errors import RetryableError
+from sensorlake.errors import RetryableError, first_line
 from sensorlake.events import ts_from_us, ts_to_us
 from sensorlake.kinematics import TravelerState
 from sensorlake.settings import Settings
@@ -72,25 +73,26 @@ VALUES (%s, %s, %s, %s, %s, %s)
 ON CONFLICT (consumer_id, metric, label) DO UPDATE SET value = EXCLUDED.value, updated_at = now()
 """
 
-_COLUMNS = (
-    "sensor_id, traveler_id, first_seen, traveler_type, last_seen, observations, distance_ft,"
-    " duration_s, avg_speed_fps, min_speed_fps, max_speed_fps, late_count, duplicate_count,"
-    " rejected_count, last_x_ft, last_y_ft, anchor_ts, anchor_x_ft, anchor_y_ft,"
-    " kafka_partition, kafka_offset"
-)
-_UPDATABLE = [c.strip() for c in _COLUMNS.split(",")][3:]
+_COLUMN_NAMES = (
+    "sensor_id", "traveler_id", "first_seen", "traveler_type", "last_seen", "observations",
+    "distance_ft", "duration_s", "avg_speed_fps", "min_speed_fps", "max_speed_fps", "late_count",
+    "duplicate_count", "rejected_count", "last_x_ft", "last_y_ft", "anchor_ts", "anchor_x_ft",
+    "anchor_y_ft", "kafka_partition", "kafka_offset",
+)  # fmt: skip
+"""The columns of a :func:`state_to_row` row, in its order (the first three: the primary key)."""
+_COLUMNS = ", ".join(_COLUMN_NAMES)
 
 UPSERT = f"""
 INSERT INTO traveler_summary ({_COLUMNS})
-VALUES ({", ".join(["%s"] * 21)})
+VALUES ({", ".join(["%s"] * len(_COLUMN_NAMES))})
 ON CONFLICT (sensor_id, traveler_id, first_seen) DO UPDATE SET
-  {", ".join(f"{c} = EXCLUDED.{c}" for c in _UPDATABLE)}, updated_at = now()
+  {", ".join(f"{c} = EXCLUDED.{c}" for c in _COLUMN_NAMES[3:])}, updated_at = now()
 WHERE traveler_summary.kafka_partition <> EXCLUDED.kafka_partition
    OR traveler_summary.kafka_offset < EXCLUDED.kafka_offset
 """
 
 FETCH_LATEST = f"""
-SELECT DISTINCT ON (s.sensor_id, s.traveler_id) {", ".join("s." + c.strip() for c in _COLUMNS.split(","))}
+SELECT DISTINCT ON (s.sensor_id, s.traveler_id) {", ".join("s." + c for c in _COLUMN_NAMES)}
 FROM traveler_summary s
 JOIN unnest(%s::bigint[], %s::text[]) AS k(sensor_id, traveler_id)
   ON s.sensor_id = k.sensor_id AND s.traveler_id = k.traveler_id
@@ -141,7 +143,7 @@ class PgSummarySink:
                 self._conn.execute("SELECT pg_advisory_xact_lock(hashtext('sensorlake.traveler_summary'))")
                 self._conn.execute(DDL)
         except psycopg.OperationalError as exc:
-            raise RetryableError(f"postgres unreachable: {exc}".splitlines()[0]) from exc
+            raise RetryableError(f"postgres unreachable: {first_line(exc)}") from exc
 
     def close(self) -> None:
         """Close the connection."""
@@ -149,11 +151,20 @@ class PgSummarySink:
             self._conn.close()
             self._conn = None
 
-    def _ensure(self) -> psycopg.Connection:
+    @contextmanager
+    def _transaction(self, what: str) -> Iterator[psycopg.Connection]:
+        """A transaction on a live connection (reconnecting first if needed: RetryableError
+        when PostgreSQL is unreachable). A PostgreSQL error inside rolls it back, resets the
+        connection and raises RetryableError(``postgres <what> failed: ...``)."""
         if self._conn is None or self._conn.closed or self._conn.broken:
             self.close()
             self.setup()
-        return self._conn
+        try:
+            with self._conn.transaction():
+                yield self._conn
+        except psycopg.Error as exc:
+            self.close()
+            raise RetryableError(f"postgres {what} failed: {first_line(exc)}") from exc
 
     def fetch_latest(self, keys: Sequence[Key]) -> dict[Key, TravelerState]:
         """The latest visit's state of each key that has a row (one query).
@@ -163,15 +174,8 @@ class PgSummarySink:
         """
         if not keys:
             return {}
-        try:
-            conn = self._ensure()
-            with conn.transaction():
-                rows = conn.execute(
-                    FETCH_LATEST, ([k[0] for k in keys], [k[1] for k in keys])
-                ).fetchall()
-        except psycopg.Error as exc:
-            self.close()
-            raise RetryableError(f"postgres read failed: {exc}".splitlines()[0]) from exc
+        with self._transaction("read") as conn:
+            rows = conn.execute(FETCH_LATEST, ([k[0] for k in keys], [k[1] for k in keys])).fetchall()
         return {(r[0], r[1]): row_to_state(r) for r in rows}
 
     def write_metrics(
@@ -184,13 +188,8 @@ class PgSummarySink:
         """
         if not rows:
             return
-        try:
-            conn = self._ensure()
-            with conn.transaction(), conn.cursor() as cur:
-                cur.executemany(UPSERT_METRIC, [(consumer_id, group, topic, m, lbl, int(v)) for m, lbl, v in rows])
-        except psycopg.Error as exc:
-            self.close()
-            raise RetryableError(f"postgres metrics upsert failed: {exc}".splitlines()[0]) from exc
+        with self._transaction("metrics upsert") as conn, conn.cursor() as cur:
+            cur.executemany(UPSERT_METRIC, [(consumer_id, group, topic, m, lbl, int(v)) for m, lbl, v in rows])
 
     def upsert(self, states: Sequence[TravelerState]) -> None:
         """Upsert visit states as absolute values, newer-wins, in one transaction.
@@ -204,10 +203,5 @@ class PgSummarySink:
         if not states:
             return
         rows = sorted((state_to_row(s) for s in states), key=lambda r: (r[0], r[1], r[2]))
-        try:
-            conn = self._ensure()
-            with conn.transaction(), conn.cursor() as cur:
-                cur.executemany(UPSERT, rows)
-        except psycopg.Error as exc:
-            self.close()
-            raise RetryableError(f"postgres upsert failed: {exc}".splitlines()[0]) from exc
+        with self._transaction("upsert") as conn, conn.cursor() as cur:
+            cur.executemany(UPSERT, rows)

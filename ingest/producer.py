@@ -102,23 +102,6 @@ def producer_config(settings: Settings, **overrides: Any) -> dict[str, Any]:
     return conf
 
 
-class _Deliveries:
-    """Delivery-report bookkeeping (called from ``poll``/``flush`` on this thread)."""
-
-    def __init__(self) -> None:
-        self.ok = 0
-        self.failed = 0
-        self.first_error: str | None = None
-
-    def __call__(self, err: Any, msg: Any) -> None:
-        if err is None:
-            self.ok += 1
-            return
-        self.failed += 1
-        if self.first_error is None:
-            self.first_error = str(err)
-
-
 def _connect(settings: Settings, topic: str, conf_overrides: dict[str, Any]) -> _ProducerLike:
     """Build a Producer and check, before sending anything, that the broker and topic exist."""
     try:
@@ -141,27 +124,65 @@ def _connect(settings: Settings, topic: str, conf_overrides: dict[str, Any]) -> 
     return producer
 
 
-def _send(producer: _ProducerLike, topic: str, key: bytes | None, value: bytes | None, cb: _Deliveries) -> None:
-    """Produce one message; when the local queue is full, serve delivery reports and retry."""
-    while True:
-        try:
-            producer.produce(topic, value=value, key=key, on_delivery=cb)
-            return
-        except BufferError:
-            producer.poll(0.05)
-        except KafkaException as exc:
-            raise ServiceError(f"Kafka refused a message for {topic!r}: {exc.args[0]}") from None
+class _Sender:
+    """Sends messages to one topic and checks every delivery report.
 
+    ``send`` counts messages and key + value bytes and serves delivery reports every
+    ``_POLL_EVERY`` messages; ``finish`` flushes and raises if anything was not delivered.
+    """
 
-def _finish(producer: _ProducerLike, cb: _Deliveries, sent: int, topic: str, flush_timeout_s: float) -> None:
-    remaining = producer.flush(flush_timeout_s)
-    if remaining > 0:
-        raise ServiceError(
-            f"{remaining} of {sent} messages to {topic!r} still undelivered after {flush_timeout_s:g} s"
-            + (f" (first error: {cb.first_error})" if cb.first_error else "")
+    def __init__(self, producer: _ProducerLike, topic: str) -> None:
+        self.producer = producer
+        self.topic = topic
+        self.count = 0
+        self.bytes = 0
+        self.failed = 0
+        self.first_error: str | None = None
+
+    def _on_delivery(self, err: Any, msg: Any) -> None:  # called from poll/flush on this thread
+        if err is not None:
+            self.failed += 1
+            if self.first_error is None:
+                self.first_error = str(err)
+
+    def send(self, key: bytes | None, value: bytes | None) -> None:
+        """Produce one message; when the local queue is full, serve delivery reports and retry."""
+        while True:
+            try:
+                self.producer.produce(self.topic, value=value, key=key, on_delivery=self._on_delivery)
+                break
+            except BufferError:
+                self.producer.poll(0.05)
+            except KafkaException as exc:
+                raise ServiceError(f"Kafka refused a message for {self.topic!r}: {exc.args[0]}") from None
+        self.count += 1
+        self.bytes += len(key or b"") + len(value or b"")
+        if self.count % _POLL_EVERY == 0:
+            self.producer.poll(0)
+
+    def finish(self, flush_timeout_s: float) -> None:
+        """Flush; raise ServiceError if any message is undelivered or failed."""
+        remaining = self.producer.flush(flush_timeout_s)
+        if remaining > 0:
+            raise ServiceError(
+                f"{remaining} of {self.count} messages to {self.topic!r} still undelivered after {flush_timeout_s:g} s"
+                + (f" (first error: {self.first_error})" if self.first_error else "")
+            )
+        if self.failed:
+            raise ServiceError(
+                f"{self.failed} of {self.count} messages to {self.topic!r} failed delivery: {self.first_error}"
+            )
+
+    def stats(self, seconds: float, interrupted: bool = False) -> ProduceStats:
+        """The run's :class:`ProduceStats` after ``seconds`` of wall time."""
+        seconds = max(seconds, 0.0)
+        return ProduceStats(
+            count=self.count,
+            seconds=seconds,
+            events_per_s=self.count / seconds if seconds > 0 else 0.0,
+            bytes=self.bytes,
+            interrupted=interrupted,
         )
-    if cb.failed:
-        raise ServiceError(f"{cb.failed} of {sent} messages to {topic!r} failed delivery: {cb.first_error}")
 
 
 def _wall_time_us() -> int:
@@ -289,9 +310,7 @@ def produce(
     stream = replay(events, loop=loop, shift_to_now=shift_to_now, wall_time_us=wall_time_us)
     total = limit if limit is not None else (len(events) if (not loop and hasattr(events, "__len__")) else None)  # type: ignore[arg-type]
 
-    cb = _Deliveries()
-    count = 0
-    nbytes = 0
+    sender = _Sender(producer, topic)
     interrupted = False
     t0_event: int | None = None
     t0_wall = start = clock()
@@ -312,7 +331,7 @@ def produce(
     try:
         try:
             for ev in stream:
-                if limit is not None and count >= limit:
+                if limit is not None and sender.count >= limit:
                     break
                 if paced:
                     if t0_event is None:
@@ -322,32 +341,19 @@ def produce(
                     while (wait := due - clock()) > 0:
                         producer.poll(0)
                         sleep(min(wait, _MAX_SLEEP_S))
-                key = ev.key.encode()
-                value = encode_event(ev)
-                _send(producer, topic, key, value, cb)
-                count += 1
-                nbytes += len(key) + len(value)
-                if count % _POLL_EVERY == 0:
-                    producer.poll(0)
-                if progress is not None and count % _PROGRESS_EVERY == 0:
-                    el = clock() - start
-                    progress.update(task, completed=count, rate=f"{count / el:,.0f} ev/s" if el > 0 else "")  # type: ignore[arg-type]
+                sender.send(ev.key.encode(), encode_event(ev))
+                if progress is not None and sender.count % _PROGRESS_EVERY == 0:
+                    n, el = sender.count, clock() - start
+                    progress.update(task, completed=n, rate=f"{n / el:,.0f} ev/s" if el > 0 else "")  # type: ignore[arg-type]
         except KeyboardInterrupt:
             interrupted = True
-            _log.warning("interrupted after %d messages; flushing", count)
-        _finish(producer, cb, count, topic, flush_timeout_s)
+            _log.warning("interrupted after %d messages; flushing", sender.count)
+        sender.finish(flush_timeout_s)
     finally:
         if progress is not None:
-            progress.update(task, completed=count)  # type: ignore[arg-type]
+            progress.update(task, completed=sender.count)  # type: ignore[arg-type]
             progress.stop()
-    seconds = max(clock() - start, 0.0)
-    return ProduceStats(
-        count=count,
-        seconds=seconds,
-        events_per_s=count / seconds if seconds > 0 else 0.0,
-        bytes=nbytes,
-        interrupted=interrupted,
-    )
+    return sender.stats(clock() - start, interrupted)
 
 
 def produce_raw(
@@ -364,20 +370,14 @@ def produce_raw(
     ``settings.topic``. Same delivery checks and errors as :func:`produce`; no pacing.
     """
     topic = topic or settings.topic
-    clock = time.monotonic
     if producer is None:
         producer = _connect(settings, topic, {})
-    cb = _Deliveries()
-    count = nbytes = 0
-    start = clock()
+    sender = _Sender(producer, topic)
+    start = time.monotonic()
     for key, value in items:
-        k = key.encode() if isinstance(key, str) else key
-        v = value.encode() if isinstance(value, str) else value
-        _send(producer, topic, k, v, cb)
-        count += 1
-        nbytes += len(k or b"") + len(v or b"")
-        if count % _POLL_EVERY == 0:
-            producer.poll(0)
-    _finish(producer, cb, count, topic, flush_timeout_s)
-    seconds = clock() - start
-    return ProduceStats(count, seconds, count / seconds if seconds > 0 else 0.0, nbytes)
+        sender.send(
+            key.encode() if isinstance(key, str) else key,
+            value.encode() if isinstance(value, str) else value,
+        )
+    sender.finish(flush_timeout_s)
+    return sender.stats(time.monotonic() - start)

@@ -49,6 +49,7 @@ Public surface:
 
 from __future__ import annotations
 
+import functools
 import inspect
 import json
 import math
@@ -58,13 +59,22 @@ from datetime import UTC, datetime
 from decimal import ROUND_FLOOR, Decimal, InvalidOperation
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Concatenate, Literal, ParamSpec
 
 import numpy as np
 import polars as pl
 
-from sensorlake.errors import EventError, InputError
-from sensorlake.events import Event, normalise_type, parse_timestamp, ts_to_us
+from sensorlake.errors import EventError, InputError, first_line
+from sensorlake.events import (
+    MAX_ABS_COORD_FT,
+    MAX_ID_LEN,
+    MAX_TS_US,
+    MIN_TS_US,
+    Event,
+    normalise_type,
+    parse_timestamp,
+    ts_to_us,
+)
 
 __all__ = [
     "AV2_SENSOR_ID",
@@ -91,6 +101,7 @@ __all__ = [
 ]
 
 PathLike = str | Path
+P = ParamSpec("P")
 TimeOrigin = datetime | str | int | None
 Units = Literal["ft", "m", "px"]
 TimeUnit = Literal["s", "ms", "us", "ns", "iso"]
@@ -119,9 +130,6 @@ RELATIVE_TIME_ORIGIN = datetime(2000, 1, 1, tzinfo=UTC)
 """Default origin of datasets whose clock is relative (ETH/UCY, Stanford Drone)."""
 
 _US_PER_S = 1_000_000
-_MIN_TS_US = 0  # 1970-01-01T00:00:00Z, the contract's lower bound
-_MAX_TS_US = ts_to_us(datetime(2100, 1, 1, tzinfo=UTC))  # exclusive upper bound
-_MAX_ABS_FT = 1e7  # the contract's coordinate bound
 
 # ------------------------------------------------------------------ NGSIM Peachtree
 PEACHTREE_SENSOR_BASE = 1000
@@ -189,22 +197,19 @@ _AV2_REQUIRED = ("track_id", "object_type", "timestep", "position_x", "position_
 
 # ======================================================================= helpers
 def _origin_us(origin: TimeOrigin, default: datetime | None = None) -> int:
-    """Time origin -> UTC epoch microseconds. int = epoch us; str = ISO 8601; naive = UTC."""
+    """Time origin -> UTC epoch microseconds. int = epoch us; str = ISO 8601; datetime (naive =
+    UTC); None = ``default`` (None: the epoch)."""
     if origin is None:
-        if default is None:
-            return 0
-        return ts_to_us(default)
-    if isinstance(origin, bool):
-        raise InputError(f"time_origin must be a datetime, ISO string or epoch microseconds: {origin!r}")
-    if isinstance(origin, int):
-        return origin
+        return 0 if default is None else ts_to_us(default)
     if isinstance(origin, datetime):
-        return ts_to_us(origin.astimezone(UTC) if origin.tzinfo else origin)
+        return ts_to_us(origin)
     if isinstance(origin, str):
         try:
             return parse_timestamp(origin)
         except EventError as exc:
             raise InputError(f"time_origin {origin!r}: {exc.detail}") from None
+    if isinstance(origin, int) and not isinstance(origin, bool):
+        return origin
     raise InputError(f"time_origin must be a datetime, ISO string or epoch microseconds: {origin!r}")
 
 
@@ -235,8 +240,7 @@ def _read_polars_csv(path: Path, **kwargs: Any) -> pl.DataFrame:
     try:
         return pl.read_csv(path, **kwargs)
     except (pl.exceptions.PolarsError, OSError, ValueError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise InputError(f"{path}: cannot parse as CSV: {first}") from None
+        raise InputError(f"{path}: cannot parse as CSV: {first_line(exc)}") from None
 
 
 def _finish(df: pl.DataFrame, source: str) -> pl.DataFrame:
@@ -246,7 +250,7 @@ def _finish(df: pl.DataFrame, source: str) -> pl.DataFrame:
     df = df.select([pl.col(c).cast(t) for c, t in EVENT_SCHEMA.items()])
     nulls = df.select(pl.col(c).null_count() for c in EVENT_COLUMNS).row(0)
     if any(nulls):
-        bad = [c for c, n in zip(EVENT_COLUMNS, nulls) if n]
+        bad = [c for c, n in zip(EVENT_COLUMNS, nulls, strict=True) if n]
         raise InputError(f"{source}: empty values in {', '.join(bad)}")
     if df.height:
         stats = df.select(
@@ -258,17 +262,17 @@ def _finish(df: pl.DataFrame, source: str) -> pl.DataFrame:
             id_len=pl.col("traveler_id").str.len_chars().max(),
             id_min=pl.col("traveler_id").str.strip_chars().str.len_chars().min(),
         ).row(0, named=True)
-        if stats["ts_min"] < _MIN_TS_US or stats["ts_max"] >= _MAX_TS_US:
+        if stats["ts_min"] < MIN_TS_US or stats["ts_max"] >= MAX_TS_US:
             raise InputError(
                 f"{source}: event times outside 1970..2100 "
                 f"({stats['ts_min']}..{stats['ts_max']} us); wrong time unit or origin?"
             )
         if stats["sid_min"] < 0:
             raise InputError(f"{source}: negative sensor_id")
-        if not stats["xy_ok"] or stats["xy_max"] > _MAX_ABS_FT:
+        if not stats["xy_ok"] or stats["xy_max"] > MAX_ABS_COORD_FT:
             raise InputError(f"{source}: positions not finite or beyond 1e7 ft; wrong units or scale?")
-        if stats["id_len"] > 128 or stats["id_min"] < 1:
-            raise InputError(f"{source}: traveler ids must have 1..128 characters")
+        if stats["id_len"] > MAX_ID_LEN or stats["id_min"] < 1:
+            raise InputError(f"{source}: traveler ids must have 1..{MAX_ID_LEN} characters")
     return df.sort(["ts_us", "sensor_id", "traveler_id"], maintain_order=True)
 
 
@@ -282,7 +286,7 @@ def events_from_frame(df: pl.DataFrame, *, chunk_rows: int = 65_536) -> Iterator
     sel = df.select(EVENT_COLUMNS)
     for chunk in sel.iter_slices(chunk_rows):
         cols = [chunk.get_column(c).to_list() for c in EVENT_COLUMNS]
-        for sid, tid, ttype, ts, x, y in zip(*cols):
+        for sid, tid, ttype, ts, x, y in zip(*cols, strict=True):
             yield Event(sid, tid, ttype, ts, x, y)
 
 
@@ -292,15 +296,92 @@ def _call_with(fn: Callable[..., pl.DataFrame], *args: Any, **opts: Any) -> pl.D
     return fn(*args, **{k: v for k, v in opts.items() if k in accepted})
 
 
+def _frames_to_us(frame: Any, frame_s: Fraction) -> Any:
+    """``frame x frame_s`` seconds in microseconds, rounded to the nearest (half up) in exact
+    integer arithmetic; ``frame`` is an int64 NumPy array or a Polars expression."""
+    us = frame_s * _US_PER_S
+    return (frame * (2 * us.numerator) + us.denominator) // (2 * us.denominator)
+
+
+def _each_file(
+    select: Callable[[Path], list[Path]] | None = None, what: str = "files"
+) -> Callable[
+    [Callable[Concatenate[Path, P], pl.DataFrame]],
+    Callable[Concatenate[PathLike | Sequence[PathLike], P], pl.DataFrame],
+]:
+    """Let a loader of one file also take a list of files and, given ``select`` (the files of
+    a directory that it reads), a directory: each file is read and checked on its own, then
+    the frames are merged and sorted into one. ``what`` names the files in errors."""
+
+    def decorate(
+        load: Callable[Concatenate[Path, P], pl.DataFrame],
+    ) -> Callable[Concatenate[PathLike | Sequence[PathLike], P], pl.DataFrame]:
+        @functools.wraps(load)
+        def load_any(path: PathLike | Sequence[PathLike], *args: P.args, **kwargs: P.kwargs) -> pl.DataFrame:
+            if isinstance(path, (list, tuple)):
+                files = [_check_file(f) for f in path]
+                if not files:
+                    raise InputError(f"no {what} given")
+                source = files[0].parent
+            else:
+                source = Path(path)
+                if select is None or not source.is_dir():
+                    return load(_check_file(source), *args, **kwargs)
+                files = select(source)
+                if not files:
+                    raise InputError(f"{source}: no {what}")
+            if len(files) == 1:
+                return load(files[0], *args, **kwargs)
+            return _finish(pl.concat([load(f, *args, **kwargs) for f in files]), str(source))
+
+        sig = inspect.signature(load)
+        first, *rest = sig.parameters.values()
+        load_any.__signature__ = sig.replace(  # type: ignore[attr-defined]
+            parameters=[first.replace(annotation="PathLike | Sequence[PathLike]"), *rest]
+        )
+        return load_any
+
+    return decorate
+
+
+def _reader(load: Callable[P, pl.DataFrame]) -> Callable[P, Iterator[Event]]:
+    """The public ``read_*`` of a loader: the same arguments, checks and docstring, but it
+    returns the loaded frame's events (:func:`events_from_frame`) instead of the frame."""
+
+    @functools.wraps(load)
+    def read(*args: P.args, **kwargs: P.kwargs) -> Iterator[Event]:
+        return events_from_frame(load(*args, **kwargs))
+
+    read.__name__ = read.__qualname__ = load.__name__.replace("_load_", "read_")
+    read.__signature__ = inspect.signature(load).replace(return_annotation="Iterator[Event]")  # type: ignore[attr-defined]
+    return read
+
+
 # ======================================================================= NGSIM Peachtree
-def _load_ngsim_peachtree(path: PathLike, *, sensor_id: int | None = None) -> pl.DataFrame:
-    p = _check_file(path)
-    df = _read_polars_csv(p, infer_schema_length=None)
-    _require(df, _PEACHTREE_REQUIRED, p)
+@_each_file()
+def _load_ngsim_peachtree(path: Path, *, sensor_id: int | None = None) -> pl.DataFrame:
+    """Read the NGSIM Peachtree Street export (``NGSIM.csv``), sorted by event time.
+
+    Mapping (``ngsim_peachtree_sample/PROVENANCE.md``):
+
+    * traveler_id ``f"{Global_Time - 100*Frame_ID}-{Vehicle_ID}"`` (period base + id: Vehicle_ID
+      restarts per recording period), e.g. ``"1163030300-352"``.
+    * traveler_type from ``v_Class``: 1 motorcycle, 2 car, 3 truck (anything else: vehicle).
+    * sensor_id ``1000 + Section_ID`` (no per-row camera in the data) unless ``sensor_id``.
+    * x_ft, y_ft = ``Local_X``, ``Local_Y`` (ft, front centre of the vehicle; no conversion).
+    * ts_us = period start + ``Frame_ID x 100 ms``; period start per
+      :data:`PEACHTREE_PERIOD_STARTS` (smaller base -> 2006-11-08T17:45:00Z, larger ->
+      2006-11-08T21:00:00Z: a documented assumption). ``Global_Time`` is not an epoch value.
+
+    The file is **not** sorted; the result is. Raises InputError for a missing file, missing
+    columns, another NGSIM location, or more than two recording periods.
+    """
+    df = _read_polars_csv(path, infer_schema_length=None)
+    _require(df, _PEACHTREE_REQUIRED, path)
     if "Location" in df.columns:
         locs = set(df.get_column("Location").cast(pl.String).str.to_lowercase().unique().to_list())
         if locs - {"peachtree"}:
-            raise InputError(f"{p}: only the Peachtree export is supported (Location {sorted(locs)})")
+            raise InputError(f"{path}: only the Peachtree export is supported (Location {sorted(locs)})")
     df = df.with_columns(
         _base=(pl.col("Global_Time").cast(pl.Int64) - 100 * pl.col("Frame_ID").cast(pl.Int64)),
     )
@@ -312,7 +393,7 @@ def _load_ngsim_peachtree(path: PathLike, *, sensor_id: int | None = None) -> pl
         ordered = sorted(PEACHTREE_PERIOD_STARTS.values())
         starts = {b: ts_to_us(ordered[i]) for i, b in enumerate(bases)}
     else:
-        raise InputError(f"{p}: {len(bases)} recording periods; expected at most 2")
+        raise InputError(f"{path}: {len(bases)} recording periods; expected at most 2")
     if sensor_id is None:
         if "Section_ID" in df.columns:
             sid_expr = PEACHTREE_SENSOR_BASE + pl.col("Section_ID").cast(pl.Int64)
@@ -330,76 +411,18 @@ def _load_ngsim_peachtree(path: PathLike, *, sensor_id: int | None = None) -> pl
         y_ft=pl.col("Local_Y").cast(pl.Float64),
         speed_fps=pl.col("v_Vel").cast(pl.Float64) if "v_Vel" in df.columns else pl.lit(None, pl.Float64),
     )
-    return _finish(out, str(p))
+    return _finish(out, str(path))
 
 
-def read_ngsim_peachtree(path: PathLike, *, sensor_id: int | None = None) -> Iterator[Event]:
-    """Read the NGSIM Peachtree Street export (``NGSIM.csv``), sorted by event time.
-
-    Mapping (``ngsim_peachtree_sample/PROVENANCE.md``):
-
-    * traveler_id ``f"{Global_Time - 100*Frame_ID}-{Vehicle_ID}"`` (period base + id: Vehicle_ID
-      restarts per recording period), e.g. ``"1163030300-352"``.
-    * traveler_type from ``v_Class``: 1 motorcycle, 2 car, 3 truck (anything else: vehicle).
-    * sensor_id ``1000 + Section_ID`` (no per-row camera in the data) unless ``sensor_id``.
-    * x_ft, y_ft = ``Local_X``, ``Local_Y`` (ft, front centre of the vehicle; no conversion).
-    * ts_us = period start + ``Frame_ID x 100 ms``; period start per
-      :data:`PEACHTREE_PERIOD_STARTS` (smaller base -> 2006-11-08T17:45:00Z, larger ->
-      2006-11-08T21:00:00Z: a documented assumption). ``Global_Time`` is not an epoch value.
-
-    The file is **not** sorted; the result is. Raises InputError for a missing file, missing
-    columns, another NGSIM location, or more than two recording periods.
-    """
-    return events_from_frame(_load_ngsim_peachtree(path, sensor_id=sensor_id))
+read_ngsim_peachtree = _reader(_load_ngsim_peachtree)
 
 
 # ======================================================================= NGSIM US-101
-def _us101_files(path: PathLike) -> list[Path]:
-    p = Path(path)
-    if not p.exists():
-        raise InputError(f"no such file or directory: {p}")
-    if p.is_file():
-        return [p]
-    files = sorted(f for f in p.glob("*.csv") if _detect_file(f) == "ngsim_us101")
-    if not files:
-        raise InputError(f"{p}: no NGSIM US-101 vehicle CSV files")
-    return files
-
-
+@_each_file(lambda d: sorted(f for f in d.glob("*.csv") if _detect_file(f) == "ngsim_us101"),
+            "NGSIM US-101 vehicle CSV files")  # fmt: skip
 def _load_ngsim_us101(
-    path: PathLike | Sequence[PathLike], *, sensor_id: int = US101_SENSOR_ID, traveler_type: str = US101_TRAVELER_TYPE
+    path: Path, *, sensor_id: int = US101_SENSOR_ID, traveler_type: str = US101_TRAVELER_TYPE
 ) -> pl.DataFrame:
-    files = (
-        [_check_file(f) for f in path] if isinstance(path, (list, tuple)) else _us101_files(path)  # type: ignore[arg-type]
-    )
-    frames = []
-    for f in files:
-        df = _read_polars_csv(f, infer_schema_length=None)
-        _require(df, _US101_REQUIRED, f)
-        frames.append(
-            df.select(
-                sensor_id=pl.lit(sensor_id, dtype=pl.Int64),
-                traveler_id=pl.col("Vehicle_ID").cast(pl.Int64).cast(pl.String),
-                traveler_type=pl.lit(traveler_type),
-                ts_us=pl.col("Global_Time").cast(pl.Int64) * 1000,
-                x_ft=pl.col("local_x(m)").cast(pl.Float64) * FT_PER_M,
-                y_ft=pl.col("local_y(m)").cast(pl.Float64) * FT_PER_M,
-                speed_fps=(
-                    pl.col("v_Vel(m)").cast(pl.Float64) * FT_PER_M
-                    if "v_Vel(m)" in df.columns
-                    else pl.lit(None, pl.Float64)
-                ),
-            )
-        )
-    return _finish(pl.concat(frames), str(path if not isinstance(path, (list, tuple)) else files[0].parent))
-
-
-def read_ngsim_us101(
-    path: PathLike | Sequence[PathLike],
-    *,
-    sensor_id: int = US101_SENSOR_ID,
-    traveler_type: str = US101_TRAVELER_TYPE,
-) -> Iterator[Event]:
     """Read NGSIM US-101 per-vehicle CSVs (a directory, one file, or a list of files).
 
     Mapping (``ngsim_us101_vehiclewise_subset/PROVENANCE.md``):
@@ -412,7 +435,23 @@ def read_ngsim_us101(
 
     Raises InputError for a missing path, a directory without such files, or missing columns.
     """
-    return events_from_frame(_load_ngsim_us101(path, sensor_id=sensor_id, traveler_type=traveler_type))
+    df = _read_polars_csv(path, infer_schema_length=None)
+    _require(df, _US101_REQUIRED, path)
+    out = df.select(
+        sensor_id=pl.lit(sensor_id, dtype=pl.Int64),
+        traveler_id=pl.col("Vehicle_ID").cast(pl.Int64).cast(pl.String),
+        traveler_type=pl.lit(traveler_type),
+        ts_us=pl.col("Global_Time").cast(pl.Int64) * 1000,
+        x_ft=pl.col("local_x(m)").cast(pl.Float64) * FT_PER_M,
+        y_ft=pl.col("local_y(m)").cast(pl.Float64) * FT_PER_M,
+        speed_fps=(
+            pl.col("v_Vel(m)").cast(pl.Float64) * FT_PER_M if "v_Vel(m)" in df.columns else pl.lit(None, pl.Float64)
+        ),
+    )
+    return _finish(out, str(path))
+
+
+read_ngsim_us101 = _reader(_load_ngsim_us101)
 
 
 # ======================================================================= ETH / UCY
@@ -428,72 +467,16 @@ def _eth_sequence(path: Path) -> str:
     return name
 
 
+@_each_file(lambda d: sorted(f for f in d.rglob("*obsmat*.txt") if f.is_file()), "ETH/UCY obsmat files")
 def _load_eth_ucy(
-    path: PathLike,
+    path: Path,
     *,
     sequence: str | None = None,
     sensor_id: int | None = None,
     frame_s: float | Fraction | None = None,
     time_origin: TimeOrigin = None,
 ) -> pl.DataFrame:
-    p = Path(path)
-    if p.is_dir():
-        files = sorted(f for f in p.rglob("*obsmat*.txt") if f.is_file())
-        if not files:
-            raise InputError(f"{p}: no ETH/UCY obsmat files")
-        return _finish(
-            pl.concat(
-                [
-                    _load_eth_ucy(f, sequence=sequence, sensor_id=sensor_id, frame_s=frame_s, time_origin=time_origin)
-                    for f in files
-                ]
-            ),
-            str(p),
-        )
-    p = _check_file(p)
-    seq = sequence or _eth_sequence(p)
-    known = ETH_UCY_SEQUENCES.get(seq)
-    if known is None and (sensor_id is None or frame_s is None):
-        raise InputError(f"{p}: unknown ETH/UCY sequence {seq!r}; pass sequence=, or sensor_id= and frame_s=")
-    sid = sensor_id if sensor_id is not None else known[0]  # type: ignore[index]
-    fs = Fraction(frame_s).limit_denominator(1_000_000) if frame_s is not None else known[1]  # type: ignore[index]
-    try:
-        a = np.loadtxt(p, dtype=np.float64, ndmin=2)
-    except ValueError as exc:
-        raise InputError(f"{p}: not an obsmat file: {str(exc).splitlines()[0]}") from None
-    if a.shape[0] and a.shape[1] != 8:
-        raise InputError(f"{p}: expected 8 columns (frame ped_id pos_x pos_z pos_y v_x v_z v_y), got {a.shape[1]}")
-    frames = a[:, 0] if a.shape[0] else np.zeros(0)
-    if not np.all(frames == np.round(frames)) or not np.all(a[:, 1] == np.round(a[:, 1])):
-        raise InputError(f"{p}: frame and pedestrian id must be integers")
-    origin = _origin_us(time_origin, RELATIVE_TIME_ORIGIN)
-    us = fs * _US_PER_S  # microseconds per frame, exact
-    num, den = us.numerator, us.denominator
-    fr = frames.astype(np.int64)
-    ts = origin + (fr * (2 * num) + den) // (2 * den)  # nearest microsecond
-    df = pl.DataFrame(
-        {
-            "sensor_id": np.full(len(fr), sid, dtype=np.int64),
-            "traveler_id": pl.Series(a[:, 1].astype(np.int64)).cast(pl.String),
-            "traveler_type": ["pedestrian"] * len(fr),
-            "ts_us": ts,
-            "x_ft": a[:, 2] * FT_PER_M,
-            "y_ft": a[:, 4] * FT_PER_M,
-            "speed_fps": np.hypot(a[:, 5], a[:, 7]) * FT_PER_M,
-        },
-    ).with_columns(traveler_id=pl.lit(seq + ":") + pl.col("traveler_id"))
-    return _finish(df, str(p))
-
-
-def read_eth_ucy(
-    path: PathLike,
-    *,
-    sequence: str | None = None,
-    sensor_id: int | None = None,
-    frame_s: float | None = None,
-    time_origin: TimeOrigin = None,
-) -> Iterator[Event]:
-    """Read ETH/UCY ``obsmat.txt`` files (one file, or every ``*obsmat*.txt`` under a directory).
+    """Read ETH/UCY ``obsmat.txt`` files (one file, a list of files, or every ``*obsmat*.txt`` under a directory).
 
     Mapping (``eth_ucy/PROVENANCE.md``); columns ``frame ped_id pos_x pos_z pos_y v_x v_z v_y``:
 
@@ -511,9 +494,41 @@ def read_eth_ucy(
     Raises InputError for a missing path, an unknown sequence without ``sensor_id`` and
     ``frame_s``, or a file that is not 8 numeric columns.
     """
-    return events_from_frame(
-        _load_eth_ucy(path, sequence=sequence, sensor_id=sensor_id, frame_s=frame_s, time_origin=time_origin)
-    )
+    seq = sequence or _eth_sequence(path)
+    known = ETH_UCY_SEQUENCES.get(seq)
+    if known is None and (sensor_id is None or frame_s is None):
+        raise InputError(f"{path}: unknown ETH/UCY sequence {seq!r}; pass sequence=, or sensor_id= and frame_s=")
+    sid = sensor_id if sensor_id is not None else known[0]  # type: ignore[index]
+    fs = Fraction(frame_s).limit_denominator(1_000_000) if frame_s is not None else known[1]  # type: ignore[index]
+    try:
+        a = np.loadtxt(path, dtype=np.float64, ndmin=2)
+    except ValueError as exc:
+        raise InputError(f"{path}: not an obsmat file: {first_line(exc)}") from None
+    if not a.size:
+        a = a.reshape(0, 8)  # an empty file: no rows
+    if a.shape[1] != 8:
+        raise InputError(f"{path}: expected 8 columns (frame ped_id pos_x pos_z pos_y v_x v_z v_y), got {a.shape[1]}")
+    frames = a[:, 0]
+    if not np.all(frames == np.round(frames)) or not np.all(a[:, 1] == np.round(a[:, 1])):
+        raise InputError(f"{path}: frame and pedestrian id must be integers")
+    origin = _origin_us(time_origin, RELATIVE_TIME_ORIGIN)
+    fr = frames.astype(np.int64)
+    ts = origin + _frames_to_us(fr, fs)
+    df = pl.DataFrame(
+        {
+            "sensor_id": np.full(len(fr), sid, dtype=np.int64),
+            "traveler_id": pl.Series(a[:, 1].astype(np.int64)).cast(pl.String),
+            "traveler_type": ["pedestrian"] * len(fr),
+            "ts_us": ts,
+            "x_ft": a[:, 2] * FT_PER_M,
+            "y_ft": a[:, 4] * FT_PER_M,
+            "speed_fps": np.hypot(a[:, 5], a[:, 7]) * FT_PER_M,
+        },
+    ).with_columns(traveler_id=pl.lit(seq + ":") + pl.col("traveler_id"))
+    return _finish(df, str(path))
+
+
+read_eth_ucy = _reader(_load_eth_ucy)
 
 
 # ======================================================================= Stanford Drone
@@ -552,8 +567,9 @@ def _sdd_sensor_id(name: str, path: Path) -> int:
     return 4000 + 100 * SDD_SCENES.index(m.group("scene")) + int(m.group("video"))
 
 
+@_each_file(lambda d: sorted(f for f in d.rglob("*annotations.txt") if f.is_file()), "Stanford Drone annotation files")
 def _load_sdd(
-    path: PathLike,
+    path: Path,
     *,
     px_scale_m: float | None = None,
     scales_path: PathLike | None = None,
@@ -562,66 +578,7 @@ def _load_sdd(
     drop_occluded: bool = False,
     flip_y: bool = True,
 ) -> pl.DataFrame:
-    p = Path(path)
-    if p.is_dir():
-        files = sorted(f for f in p.rglob("*annotations.txt") if f.is_file())
-        if not files:
-            raise InputError(f"{p}: no Stanford Drone annotation files")
-        opts = dict(
-            px_scale_m=px_scale_m,
-            scales_path=scales_path,
-            sensor_id=sensor_id,
-            time_origin=time_origin,
-            drop_occluded=drop_occluded,
-            flip_y=flip_y,
-        )
-        return _finish(pl.concat([_load_sdd(f, **opts) for f in files]), str(p))  # type: ignore[arg-type]
-    p = _check_file(p)
-    name = _sdd_name(p)
-    sid = sensor_id if sensor_id is not None else _sdd_sensor_id(name, p)
-    scale_m = float(px_scale_m) if px_scale_m is not None else _sdd_scale(p, name, scales_path)
-    if not (math.isfinite(scale_m) and scale_m > 0):
-        raise InputError(f"{p}: pixel scale must be a positive number of metres, got {scale_m!r}")
-    df = _read_polars_csv(
-        p,
-        separator=" ",
-        has_header=False,
-        new_columns=list(_SDD_COLUMNS),
-        quote_char='"',
-        schema_overrides={"label": pl.String},
-    )
-    if df.width != len(_SDD_COLUMNS):
-        raise InputError(f"{p}: expected 10 space-separated columns, got {df.width}")
-    keep = pl.col("lost") == 0
-    if drop_occluded:
-        keep = keep & (pl.col("occluded") == 0)
-    ft_per_px = scale_m * FT_PER_M
-    sign = -1.0 if flip_y else 1.0
-    origin = _origin_us(time_origin, RELATIVE_TIME_ORIGIN)
-    label = pl.col("label").str.strip_chars().str.to_lowercase()
-    out = df.filter(keep).select(
-        sensor_id=pl.lit(sid, dtype=pl.Int64),
-        traveler_id=pl.lit(name + ":") + pl.col("track_id").cast(pl.String),
-        traveler_type=label.replace_strict(_SDD_TYPES, default=label),
-        # frame / 30 s, to the nearest microsecond: (frame * 2e6 + 30) // 60
-        ts_us=origin + (pl.col("frame").cast(pl.Int64) * (2 * _US_PER_S) + SDD_FPS) // (2 * SDD_FPS),
-        x_ft=(pl.col("xmin") + pl.col("xmax")).cast(pl.Float64) / 2.0 * ft_per_px,
-        y_ft=sign * (pl.col("ymin") + pl.col("ymax")).cast(pl.Float64) / 2.0 * ft_per_px,
-    )
-    return _finish(out, str(p))
-
-
-def read_sdd(
-    path: PathLike,
-    *,
-    px_scale_m: float | None = None,
-    scales_path: PathLike | None = None,
-    sensor_id: int | None = None,
-    time_origin: TimeOrigin = None,
-    drop_occluded: bool = False,
-    flip_y: bool = True,
-) -> Iterator[Event]:
-    """Read Stanford Drone Dataset annotation files (one file, or all under a directory).
+    """Read Stanford Drone Dataset annotation files (one file, a list of files, or all under a directory).
 
     Mapping (``stanford_drone_subset/PROVENANCE.md``); columns
     ``track_id xmin ymin xmax ymax frame lost occluded generated "label"``:
@@ -643,76 +600,49 @@ def read_sdd(
 
     Raises InputError for a missing path, no scale, or an unparseable file.
     """
-    return events_from_frame(
-        _load_sdd(
-            path,
-            px_scale_m=px_scale_m,
-            scales_path=scales_path,
-            sensor_id=sensor_id,
-            time_origin=time_origin,
-            drop_occluded=drop_occluded,
-            flip_y=flip_y,
-        )
+    name = _sdd_name(path)
+    sid = sensor_id if sensor_id is not None else _sdd_sensor_id(name, path)
+    scale_m = float(px_scale_m) if px_scale_m is not None else _sdd_scale(path, name, scales_path)
+    if not (math.isfinite(scale_m) and scale_m > 0):
+        raise InputError(f"{path}: pixel scale must be a positive number of metres, got {scale_m!r}")
+    df = _read_polars_csv(
+        path,
+        separator=" ",
+        has_header=False,
+        new_columns=list(_SDD_COLUMNS),
+        quote_char='"',
+        schema_overrides={"label": pl.String},
     )
+    if df.width != len(_SDD_COLUMNS):
+        raise InputError(f"{path}: expected 10 space-separated columns, got {df.width}")
+    keep = pl.col("lost") == 0
+    if drop_occluded:
+        keep = keep & (pl.col("occluded") == 0)
+    ft_per_px = scale_m * FT_PER_M
+    sign = -1.0 if flip_y else 1.0
+    origin = _origin_us(time_origin, RELATIVE_TIME_ORIGIN)
+    label = pl.col("label").str.strip_chars().str.to_lowercase()
+    out = df.filter(keep).select(
+        sensor_id=pl.lit(sid, dtype=pl.Int64),
+        traveler_id=pl.lit(name + ":") + pl.col("track_id").cast(pl.String),
+        traveler_type=label.replace_strict(_SDD_TYPES, default=label),
+        ts_us=origin + _frames_to_us(pl.col("frame").cast(pl.Int64), Fraction(1, SDD_FPS)),
+        x_ft=(pl.col("xmin") + pl.col("xmax")).cast(pl.Float64) / 2.0 * ft_per_px,
+        y_ft=sign * (pl.col("ymin") + pl.col("ymax")).cast(pl.Float64) / 2.0 * ft_per_px,
+    )
+    return _finish(out, str(path))
+
+
+read_sdd = _reader(_load_sdd)
 
 
 # ======================================================================= Argoverse 2
-def _decimal_ns(raw: str, path: Path) -> int:
-    """An integer nanosecond count written as a float string (``3.15986559459579e+17``), exactly."""
-    try:
-        d = Decimal(raw.strip())
-    except InvalidOperation:
-        raise InputError(f"{path}: start_timestamp {raw!r} is not a number") from None
-    if not d.is_finite():
-        raise InputError(f"{path}: start_timestamp {raw!r} is not finite")
-    return int(d.to_integral_value(rounding=ROUND_FLOOR))
-
-
-def _load_av2(path: PathLike, *, sensor_id: int = AV2_SENSOR_ID, keep_other: bool = False) -> pl.DataFrame:
-    p = Path(path)
-    if p.is_dir():
-        files = sorted(f for f in p.rglob("*.csv") if f.is_file() and _detect_file(f) == "av2")
-        if not files:
-            raise InputError(f"{p}: no Argoverse 2 scenario CSV files")
-        return _finish(pl.concat([_load_av2(f, sensor_id=sensor_id, keep_other=keep_other) for f in files]), str(p))
-    p = _check_file(p)
-    # Every column as text: track ids mix digits and "AV"; timestamps must not pass through float.
-    df = _read_polars_csv(p, infer_schema=False)
-    _require(df, _AV2_REQUIRED, p)
-    starts = {s: _decimal_ns(s, p) for s in df.get_column("start_timestamp").unique().to_list() if s is not None}
-    otype = pl.col("object_type").str.strip_chars().str.to_lowercase()
-    mapped = otype.replace_strict(_AV2_TYPES, default=pl.lit("other") if keep_other else None)
-    try:
-        out = (
-            df.with_columns(_type=mapped)
-            .filter(pl.col("_type").is_not_null())
-            .select(
-                sensor_id=pl.lit(sensor_id, dtype=pl.Int64),
-                traveler_id=pl.col("track_id").str.strip_chars(),
-                traveler_type=pl.col("_type"),
-                # start_timestamp (ns, exact) + timestep x 100 ms, then ns -> us by floor division
-                ts_us=(
-                    pl.col("start_timestamp").replace_strict(starts, return_dtype=pl.Int64)
-                    + pl.col("timestep").cast(pl.Int64) * AV2_TIMESTEP_NS
-                )
-                // 1000,
-                x_ft=pl.col("position_x").cast(pl.Float64) * FT_PER_M,
-                y_ft=pl.col("position_y").cast(pl.Float64) * FT_PER_M,
-                speed_fps=(
-                    (pl.col("velocity_x").cast(pl.Float64).pow(2) + pl.col("velocity_y").cast(pl.Float64).pow(2)).sqrt()
-                    * FT_PER_M
-                    if {"velocity_x", "velocity_y"} <= set(df.columns)
-                    else pl.lit(None, pl.Float64)
-                ),
-            )
-        )
-    except pl.exceptions.PolarsError as exc:
-        raise InputError(f"{p}: bad value in an Argoverse 2 column: {str(exc).splitlines()[0]}") from None
-    return _finish(out, str(p))
-
-
-def read_av2(path: PathLike, *, sensor_id: int = AV2_SENSOR_ID, keep_other: bool = False) -> Iterator[Event]:
-    """Read Argoverse 2 motion-forecasting scenario CSVs (one file, or all under a directory).
+@_each_file(
+    lambda d: sorted(f for f in d.rglob("*.csv") if f.is_file() and _detect_file(f) == "av2"),
+    "Argoverse 2 scenario CSV files",
+)
+def _load_av2(path: Path, *, sensor_id: int = AV2_SENSOR_ID, keep_other: bool = False) -> pl.DataFrame:
+    """Read Argoverse 2 scenario CSVs (one file, a list of files, or all under a directory).
 
     Mapping (``argoverse2_scenario_sample/PROVENANCE.md``):
 
@@ -731,21 +661,60 @@ def read_av2(path: PathLike, *, sensor_id: int = AV2_SENSOR_ID, keep_other: bool
 
     Raises InputError for a missing path, missing columns, or unparseable values.
     """
-    return events_from_frame(_load_av2(path, sensor_id=sensor_id, keep_other=keep_other))
+    # Every column as text: track ids mix digits and "AV"; timestamps must not pass through float.
+    df = _read_polars_csv(path, infer_schema=False)
+    _require(df, _AV2_REQUIRED, path)
+    # start_timestamp (ns, parsed exactly) floored to microseconds; + timestep x 100 ms is exact
+    start_us = _time_to_us(df.get_column("start_timestamp"), "ns", 0, str(path))
+    otype = pl.col("object_type").str.strip_chars().str.to_lowercase()
+    mapped = otype.replace_strict(_AV2_TYPES, default=pl.lit("other") if keep_other else None)
+    try:
+        out = (
+            df.with_columns(_type=mapped, _start_us=start_us)
+            .filter(pl.col("_type").is_not_null())
+            .select(
+                sensor_id=pl.lit(sensor_id, dtype=pl.Int64),
+                traveler_id=pl.col("track_id").str.strip_chars(),
+                traveler_type=pl.col("_type"),
+                ts_us=pl.col("_start_us") + pl.col("timestep").cast(pl.Int64) * (AV2_TIMESTEP_NS // 1000),
+                x_ft=pl.col("position_x").cast(pl.Float64) * FT_PER_M,
+                y_ft=pl.col("position_y").cast(pl.Float64) * FT_PER_M,
+                speed_fps=(
+                    (pl.col("velocity_x").cast(pl.Float64).pow(2) + pl.col("velocity_y").cast(pl.Float64).pow(2)).sqrt()
+                    * FT_PER_M
+                    if {"velocity_x", "velocity_y"} <= set(df.columns)
+                    else pl.lit(None, pl.Float64)
+                ),
+            )
+        )
+    except pl.exceptions.PolarsError as exc:
+        raise InputError(f"{path}: bad value in an Argoverse 2 column: {first_line(exc)}") from None
+    return _finish(out, str(path))
+
+
+read_av2 = _reader(_load_av2)
 
 
 # ======================================================================= generic CSV
 _INT_RE = r"^[+-]?\d+$"
-_UNIT_US = {"s": 1_000_000, "ms": 1_000, "us": 1, "ns": Fraction(1, 1000)}
+_UNIT_US = {"s": (1_000_000, 1), "ms": (1_000, 1), "us": (1, 1), "ns": (1, 1_000)}
+"""Numeric time unit -> microseconds per unit, as an exact ``(numerator, denominator)``."""
+_SPEED_FPS = {"fps": 1.0, "mps": FT_PER_M, "mph": 5280.0 / 3600.0, "kmh": 1000.0 * FT_PER_M / 3600.0}
+"""Speed unit -> ft/s per unit."""
+_INT64_SAFE = 2**62  # |microseconds| beyond this are far outside 1970..2100 and near int64 overflow
 
 
 def _time_to_us(col: pl.Series, unit: str, origin_us: int, source: str) -> pl.Series:
-    """Parse a text time column exactly. Numeric units: value x unit, floor to microseconds."""
+    """Parse a text time column exactly to UTC epoch microseconds.
+
+    ``iso``: ISO 8601 by the event contract's rule (:func:`sensorlake.events.parse_timestamp`).
+    Numeric units: ``origin_us`` + value x unit, **floored** to whole microseconds; integers in
+    int64, decimals (``1.25``, ``3.1e+17``) as ``Decimal``, never through float64.
+    """
     s = col.cast(pl.String).str.strip_chars()
     if unit == "iso":
-        uniq = s.unique().drop_nulls().to_list()
         table: dict[str, int] = {}
-        for raw in uniq:
+        for raw in s.unique().drop_nulls().to_list():
             try:
                 table[raw] = parse_timestamp(raw)
             except EventError as exc:
@@ -753,23 +722,26 @@ def _time_to_us(col: pl.Series, unit: str, origin_us: int, source: str) -> pl.Se
         return s.replace_strict(table, return_dtype=pl.Int64)
     if unit not in _UNIT_US:
         raise InputError(f"time_unit must be one of s, ms, us, ns, iso; got {unit!r}")
-    factor = _UNIT_US[unit]
+    num, den = _UNIT_US[unit]
+    out_of_range = InputError(f"{source}: times in column {col.name!r} outside 1970..2100 (time_unit={unit!r})")
     if s.str.contains(_INT_RE).all():
-        ints = s.cast(pl.Int64)
-        if unit == "ns":
-            return ints // 1000 + origin_us  # floor division, exact
-        return ints * int(factor) + origin_us
-    # Decimal strings ("1.25", "3.1e+17"): exact decimal arithmetic per distinct value.
+        ints = s.cast(pl.Int64, strict=False)  # null: beyond int64
+        limit = _INT64_SAFE // num  # beyond it int64 arithmetic would wrap around silently
+        if ints.null_count() > s.null_count() or ((ints > limit) | (ints < -limit)).any():
+            raise out_of_range
+        return ints * num // den + origin_us  # floor division: exact
+    # Decimal strings: exact decimal arithmetic per distinct value.
     table = {}
-    scale = Decimal(factor.numerator) / Decimal(factor.denominator) if isinstance(factor, Fraction) else Decimal(factor)
     for raw in s.unique().drop_nulls().to_list():
         try:
             d = Decimal(raw)
         except InvalidOperation:
-            raise InputError(f"{source}: time {raw[:40]!r} is not a number (time_unit={unit!r})") from None
+            raise InputError(f"{source}: {col.name} {raw[:40]!r} is not a number (time_unit={unit!r})") from None
         if not d.is_finite():
-            raise InputError(f"{source}: time {raw[:40]!r} is not finite")
-        table[raw] = int((d * scale).to_integral_value(rounding=ROUND_FLOOR)) + origin_us
+            raise InputError(f"{source}: {col.name} {raw[:40]!r} is not finite")
+        table[raw] = int((d * num / den).to_integral_value(rounding=ROUND_FLOOR)) + origin_us
+        if abs(table[raw]) > _INT64_SAFE:
+            raise out_of_range
     return s.replace_strict(table, return_dtype=pl.Int64)
 
 
@@ -791,6 +763,47 @@ def _load_csv(
     speed: str | None = None,
     speed_unit: Literal["fps", "mps", "mph", "kmh"] = "fps",
 ) -> pl.DataFrame:
+    """Read any CSV with a header, given which column holds what. Sorted by event time.
+
+    Args:
+        path: the CSV file (header row required).
+        traveler_id: column of the traveler id (read as text, verbatim but stripped).
+        x, y: columns of the position, in ``units``.
+        time: column of the event time, in ``time_unit``.
+        traveler_type: a column name if the header has it, else a constant type for every
+            row (default ``"unknown"``). Normalised with :func:`sensorlake.events.normalise_type`
+            and ``aliases``.
+        sensor_id: an ``int`` constant, or the name of a column of integers (>= 0).
+        units: ``"ft"`` (as is), ``"m"`` (/ 0.3048) or ``"px"`` (x ``px_scale_m`` / 0.3048).
+        px_scale_m: metres per pixel; required with ``units="px"``.
+        time_unit: ``"s"``, ``"ms"``, ``"us"``, ``"ns"`` - numbers relative to ``time_origin``
+            (default: the Unix epoch, i.e. epoch times) - or ``"iso"`` (ISO 8601 text: an
+            offset is applied, a naive time is UTC, exactly as the event contract).
+        time_origin: datetime, ISO string, or epoch microseconds added to numeric times.
+        separator: the field separator.
+        aliases: traveler-type aliases (``Settings.traveler_type_aliases``).
+        speed, speed_unit: optional column of the traveler's own speed, in ``fps``, ``mps``,
+            ``mph`` or ``kmh``: it fills ``speed_fps`` of :func:`load_frame` and
+            :func:`ground_truth_speeds` (events carry no speed).
+
+    Notes:
+        Numeric times are parsed from the text exactly (integers as int64, decimals as
+        ``Decimal``), multiplied by the unit and **floored** to whole microseconds, the same
+        truncation the event contract applies: ``1.0000019`` s -> 1,000,001 us; ``1999`` ns
+        -> 1 us; ``-1`` ns -> -1 us. Never through float64, so epoch nanoseconds keep all digits.
+
+    Raises:
+        InputError: missing file or column, unknown unit, unparseable number or time, values
+            outside the contract (times outside 1970..2100, ``|x|, |y| > 1e7`` ft), empty cells.
+
+    Examples:
+        >>> import tempfile, os
+        >>> d = tempfile.mkdtemp(); f = os.path.join(d, "t.csv")
+        >>> _ = open(f, "w").write("id,t,x,y\\nb1,1.5,1,2\\n")
+        >>> e = next(read_csv(f, traveler_id="id", x="x", y="y", time="t", units="m", sensor_id=7))
+        >>> (e.sensor_id, e.traveler_id, e.ts_us, round(e.x_ft, 6))
+        (7, 'b1', 1500000, 3.28084)
+    """
     p = _check_file(path)
     if units == "ft":
         ft_per_unit = 1.0
@@ -802,6 +815,8 @@ def _load_csv(
         ft_per_unit = px_scale_m * FT_PER_M
     else:
         raise InputError(f"units must be ft, m or px; got {units!r}")
+    if speed_unit not in _SPEED_FPS:
+        raise InputError(f"speed_unit must be one of {', '.join(_SPEED_FPS)}; got {speed_unit!r}")
     if time_unit == "iso" and time_origin is not None:
         raise InputError("time_origin applies to numeric time units only, not 'iso'")
     df = _read_polars_csv(p, infer_schema=False, separator=separator)
@@ -823,7 +838,6 @@ def _load_csv(
         ttype = pl.col(traveler_type).replace_strict(type_map, return_dtype=pl.String)
     else:
         ttype = pl.lit(normalise_type(traveler_type, aliases))
-    speed_factor = {"fps": 1.0, "mps": FT_PER_M, "mph": 5280.0 / 3600.0, "kmh": 1000.0 * FT_PER_M / 3600.0}
     try:
         out = df.select(
             sensor_id=sid,
@@ -833,87 +847,17 @@ def _load_csv(
             x_ft=pl.col(x).str.strip_chars().cast(pl.Float64) * ft_per_unit,
             y_ft=pl.col(y).str.strip_chars().cast(pl.Float64) * ft_per_unit,
             speed_fps=(
-                pl.col(speed).str.strip_chars().cast(pl.Float64) * speed_factor[speed_unit]
+                pl.col(speed).str.strip_chars().cast(pl.Float64) * _SPEED_FPS[speed_unit]
                 if speed
                 else pl.lit(None, pl.Float64)
             ),
         )
     except pl.exceptions.PolarsError as exc:
-        raise InputError(f"{p}: bad value: {str(exc).strip().splitlines()[0]}") from None
+        raise InputError(f"{p}: bad value: {first_line(exc)}") from None
     return _finish(out, str(p))
 
 
-def read_csv(
-    path: PathLike,
-    *,
-    traveler_id: str,
-    x: str,
-    y: str,
-    time: str,
-    traveler_type: str = "unknown",
-    sensor_id: int | str = 0,
-    units: Units = "ft",
-    px_scale_m: float | None = None,
-    time_unit: TimeUnit = "s",
-    time_origin: TimeOrigin = None,
-    separator: str = ",",
-    aliases: Mapping[str, str] | None = None,
-) -> Iterator[Event]:
-    """Read any CSV with a header, given which column holds what. Sorted by event time.
-
-    Args:
-        path: the CSV file (header row required).
-        traveler_id: column of the traveler id (read as text, verbatim but stripped).
-        x, y: columns of the position, in ``units``.
-        time: column of the event time, in ``time_unit``.
-        traveler_type: a column name if the header has it, else a constant type for every
-            row (default ``"unknown"``). Normalised with :func:`sensorlake.events.normalise_type`
-            and ``aliases``.
-        sensor_id: an ``int`` constant, or the name of a column of integers (>= 0).
-        units: ``"ft"`` (as is), ``"m"`` (/ 0.3048) or ``"px"`` (x ``px_scale_m`` / 0.3048).
-        px_scale_m: metres per pixel; required with ``units="px"``.
-        time_unit: ``"s"``, ``"ms"``, ``"us"``, ``"ns"`` - numbers relative to ``time_origin``
-            (default: the Unix epoch, i.e. epoch times) - or ``"iso"`` (ISO 8601 text: an
-            offset is applied, a naive time is UTC, exactly as the event contract).
-        time_origin: datetime, ISO string, or epoch microseconds added to numeric times.
-        separator: the field separator.
-        aliases: traveler-type aliases (``Settings.traveler_type_aliases``).
-
-    Notes:
-        Numeric times are parsed from the text exactly (integers as int64, decimals as
-        ``Decimal``), multiplied by the unit and **floored** to whole microseconds, the same
-        truncation the event contract applies: ``1.0000019`` s -> 1,000,001 us; ``1999`` ns
-        -> 1 us; ``-1`` ns -> -1 us. Never through float64, so epoch nanoseconds keep all digits.
-
-    Raises:
-        InputError: missing file or column, unparseable number or time, values outside the
-            contract (times outside 1970..2100, ``|x|, |y| > 1e7`` ft), empty cells.
-
-    Examples:
-        >>> import tempfile, os
-        >>> d = tempfile.mkdtemp(); f = os.path.join(d, "t.csv")
-        >>> _ = open(f, "w").write("id,t,x,y\\nb1,1.5,1,2\\n")
-        >>> e = next(read_csv(f, traveler_id="id", x="x", y="y", time="t", units="m", sensor_id=7))
-        >>> (e.sensor_id, e.traveler_id, e.ts_us, round(e.x_ft, 6))
-        (7, 'b1', 1500000, 3.28084)
-    """
-    return events_from_frame(
-        _load_csv(
-            path,
-            traveler_id=traveler_id,
-            x=x,
-            y=y,
-            time=time,
-            traveler_type=traveler_type,
-            sensor_id=sensor_id,
-            units=units,
-            px_scale_m=px_scale_m,
-            time_unit=time_unit,
-            time_origin=time_origin,
-            separator=separator,
-            aliases=aliases,
-        )
-    )
+read_csv = _reader(_load_csv)
 
 
 # ======================================================================= detection
@@ -1019,12 +963,7 @@ def load_frame(path: PathLike, *, format: str | None = None, **opts: Any) -> pl.
     unknown = set(opts) - accepted
     if unknown:
         raise InputError(f"unknown option(s) for {', '.join(groups)}: {', '.join(sorted(unknown))}")
-    frames = []
-    for fmt, files in groups.items():
-        if fmt == "ngsim_us101":
-            frames.append(_call_with(_load_ngsim_us101, files, **opts))
-        else:
-            frames.extend(_call_with(_LOADERS[fmt], f, **opts) for f in files)
+    frames = [_call_with(_LOADERS[fmt], files, **opts) for fmt, files in groups.items()]
     if len(frames) == 1:
         return frames[0]
     return _finish(pl.concat(frames), str(p))

@@ -1,8 +1,8 @@
 """Redis adapter: per-traveler kinematic state, read and compare-and-set in batches.
 
-One Redis key per (sensor_id, traveler_id): ``sl:state:<sensor_id>:<traveler_id>``, value
-the msgpack encoding of :class:`sensorlake.kinematics.TravelerState` (the key's latest
-visit). A poll of thousands of events costs two round trips: one ``MGET`` and one Lua
+One Redis key per (sensor_id, traveler_id): ``<namespace>:state:<sensor_id>:<traveler_id>``
+(namespace ``Settings.redis_namespace``, ``sl`` by default), value the msgpack encoding of
+:class:`sensorlake.kinematics.TravelerState` (the key's latest visit). A poll of thousands of events costs two round trips: one ``MGET`` and one Lua
 script that writes every changed key **only if its value is still the one that was read**
 (compare-and-set). Two consumers that briefly own the same key during a rebalance
 therefore cannot overwrite each other's newer state: the loser re-reads and recomputes,
@@ -47,7 +47,7 @@ _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder(TravelerState)
 
 
-def redis_key(key: Key, namespace: str = "sl") -> str:
+def redis_key(key: Key, namespace: str) -> str:
     """Redis key of a (sensor_id, traveler_id): ``<namespace>:state:<sensor_id>:<traveler_id>``."""
     return f"{namespace}:state:{key[0]}:{key[1]}"
 
@@ -125,10 +125,3 @@ class RedisState:
         except redis.RedisError as exc:
             raise RetryableError(f"redis CAS failed: {exc}") from exc
         return [updates[i - 1][0] for i in failed]
-
-    def delete_namespace(self) -> int:
-        """Delete every state key of this namespace (tests and fault injection). Returns the count."""
-        n = 0
-        for k in self._client.scan_iter(match=f"{self._ns}:state:*", count=1000):
-            n += self._client.delete(k)
-        return n

@@ -37,6 +37,7 @@ import heapq
 import math
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime
+from typing import Any
 
 import numpy as np
 
@@ -289,28 +290,18 @@ def events_of(plans: Sequence[TravelerPlan], *, jitter_ft: float = 0.0, seed: in
             heapq.heappush(heap, (ts + p.step_us, sid, tid, i, k + 1))
 
 
-def generate(
-    *,
-    sensors: int = 4,
-    travelers: int = 200,
-    rate_hz: float = 10.0,
-    duration_s: float = 600.0,
-    seed: int = 0,
-    start_us: int | None = None,
-    types: Mapping[str, float] | Sequence[str] | str = DEFAULT_TYPE_MIX,
-    speeds_fps: Mapping[str, float] | None = None,
-    jitter_ft: float = 0.0,
-    **plan_options: float | tuple[float, float],
-) -> Iterator[Event]:
+def generate(*, jitter_ft: float = 0.0, seed: int = 0, **plan_options: Any) -> Iterator[Event]:
     """Generate a deterministic synthetic run, as events in event-time order.
 
-    Arguments as :func:`plan` (``plan_options`` are its remaining keywords), plus
-    ``jitter_ft``: Gaussian position noise per axis, ft (0 = exact paths). The number of
-    events is ``sum(p.n_obs for p in plan(...))``; about
+    Arguments as :func:`plan` (``seed`` and the ``plan_options``: ``sensors``, ``travelers``,
+    ``rate_hz``, ``duration_s``, ``start_us``, ``types``, ``speeds_fps``, ...), plus
+    ``jitter_ft``: Gaussian position noise per axis, ft (0 = exact paths), drawn from ``seed``
+    too. The number of events is ``sum(p.n_obs for p in plan(...))``; about
     ``travelers x mean visit x rate_hz``.
 
     Raises:
         InputError: as :func:`plan` (raised by this call, before the first event).
+        TypeError: an option :func:`plan` does not take.
 
     Examples:
         >>> evs = list(generate(sensors=1, travelers=2, rate_hz=2, duration_s=60, seed=1,
@@ -318,17 +309,7 @@ def generate(
         >>> all(a.ts_us <= b.ts_us for a, b in zip(evs, evs[1:]))
         True
     """
-    plans = plan(
-        sensors=sensors,
-        travelers=travelers,
-        rate_hz=rate_hz,
-        duration_s=duration_s,
-        seed=seed,
-        start_us=start_us,
-        types=types,
-        speeds_fps=speeds_fps,
-        **plan_options,  # type: ignore[arg-type]
-    )
+    plans = plan(seed=seed, **plan_options)
     if jitter_ft < 0 or not math.isfinite(jitter_ft):
         raise InputError("jitter_ft must be >= 0")
     return events_of(plans, jitter_ft=jitter_ft, seed=seed)

@@ -9,9 +9,19 @@
     ├── ServiceError                a server is unreachable or failed
     │   └── RetryableError          transient: the caller may retry (e.g. a lake commit conflict)
     └── FencedError                 another consumer owns a partition now: drop the batch, re-seek
+
+Helpers shared by every adapter: :func:`first_line` (an exception as a one-line message) and
+:func:`call_retrying` (retry a call while it raises :class:`RetryableError`).
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TypeVar
+
+from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_random_exponential
+
+T = TypeVar("T")
 
 
 class SensorlakeError(Exception):
@@ -51,3 +61,24 @@ class RetryableError(ServiceError):
 
 class FencedError(SensorlakeError):
     """The lake's stored offsets moved under us: another consumer wrote this partition."""
+
+
+def first_line(exc: BaseException) -> str:
+    """The first non-blank line of an exception's message (its type name if it has none),
+    for one-line error messages built from a driver's multi-line ones."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def call_retrying(fn: Callable[[], T], *, for_s: float, max_wait_s: float = 5.0) -> T:
+    """Call ``fn``; while it raises :class:`RetryableError`, call it again after a random wait
+    of up to 0.2 s, 0.4 s, 0.8 s, ... (at most ``max_wait_s``: jitter, so that several
+    processes do not retry in step) for up to ``for_s`` seconds, then re-raise the last
+    error. Any other exception propagates at once."""
+    retrying = Retrying(
+        retry=retry_if_exception_type(RetryableError),
+        wait=wait_random_exponential(multiplier=0.2, max=max_wait_s),
+        stop=stop_after_delay(for_s),
+        reraise=True,
+    )
+    return retrying(fn)

@@ -19,7 +19,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ingest import readers
 from ingest.readers import (
     detect_format,
     ground_truth_speeds,
@@ -33,7 +32,7 @@ from ingest.readers import (
     read_sdd,
 )
 from sensorlake.errors import InputError
-from sensorlake.events import Event, decode_event, encode_event, ts_to_us
+from sensorlake.events import MAX_TS_US, Event, decode_event, encode_event, ts_to_us
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DATA = Path(os.environ.get("SENSORLAKE_SHARED_DATA") or (REPO_ROOT.parent / "shared" / "data"))
@@ -447,7 +446,7 @@ def test_csv_integer_times_are_floored_relative_to_the_origin(origin, value, uni
     expect = origin + (value // 1000 if factor is None else value * factor)
     p = tmp_path_factory.mktemp("int") / "i.csv"
     p.write_text(f"id,t,x,y\na,{value},0,0\n")
-    if not (0 <= expect < readers._MAX_TS_US):
+    if not (0 <= expect < MAX_TS_US):
         with pytest.raises(InputError):
             read_csv(p, traveler_id="id", time="t", x="x", y="y", time_unit=unit, time_origin=origin)
         return
