@@ -12,7 +12,7 @@ import csv
 import math
 import os
 import sys
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Annotated
 
@@ -48,11 +48,14 @@ def _settings(**overrides) -> Settings:
 
 
 def _parse_time(raw: str, name: str) -> datetime:
+    """An ISO 8601 option value as an aware UTC datetime (naive = UTC)."""
+    from lake.schema import as_utc
+
     try:
         ts = datetime.fromisoformat(raw)
     except ValueError:
         raise InputError(f"{name} {raw!r} is not an ISO 8601 time") from None
-    return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
+    return as_utc(ts)
 
 
 # --------------------------------------------------------------------------- stack

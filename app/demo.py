@@ -17,7 +17,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import msgspec
-
 import psycopg
 from confluent_kafka import Consumer, TopicPartition
 from rich.console import Console
@@ -89,6 +88,7 @@ def run_demo(settings: Settings, *, source: str | None, consumers: int, console:
     from ingest.synthetic import generate
     from lake.catalog import connect
     from transforms.backfill import run_transform
+    from transforms.windows import floor_to_step
 
     if consumers < 1:
         raise InputError("--consumers must be >= 1")
@@ -115,7 +115,7 @@ def run_demo(settings: Settings, *, source: str | None, consumers: int, console:
         subprocess.Popen(
             [sys.executable, "-m", "app.cli", "consume", "--until-idle", "12"],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=os.environ.copy(),
-        )  # fmt: skip
+        )
         for _ in range(consumers)
     ]
     try:
@@ -124,7 +124,8 @@ def run_demo(settings: Settings, *, source: str | None, consumers: int, console:
         for p in procs:
             _, err = p.communicate(timeout=600)
             if p.returncode != 0:
-                raise ServiceError(f"a consumer failed: {err.decode(errors='replace').strip().splitlines()[-1:]}")
+                last = (err.decode(errors="replace").strip().splitlines() or [f"exit {p.returncode}"])[-1]
+                raise ServiceError(f"a consumer failed: {last}")
     finally:
         for p in procs:
             if p.poll() is None:
@@ -147,7 +148,7 @@ def run_demo(settings: Settings, *, source: str | None, consumers: int, console:
         con.close()
     if t0 is None:
         raise ServiceError("nothing reached the lake")
-    res = run_transform(settings, t0.replace(minute=t0.minute - t0.minute % 15, second=0, microsecond=0), t1, engine="duckdb")
+    res = run_transform(settings, floor_to_step(t0, 900), t1, engine="duckdb")
     with psycopg.connect(settings.pg_dsn) as pg:
         rows = pg.execute(
             """

@@ -3,8 +3,8 @@
 Definitions:
 
 * **Consumer lag** per partition of ``Settings.topic`` = Kafka's high watermark (the offset
-  the next produced record gets) minus the next offset the lake stored for
-  ``Settings.consumer_group`` in ``lake.ingest_offsets`` (0 when none: nothing consumed).
+  the next produced record gets) minus the next offset the lake stored for the topic in
+  ``lake.ingest_offsets``, whichever consumer group wrote it (0 when none: nothing consumed).
   It is what has been produced and is not yet in the lake, whatever Kafka's own committed
   offsets say (those are written after the lake commit, for monitoring only).
 * **DLQ counts by reason**: the ``sl-reason`` header of the records of

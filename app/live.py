@@ -24,7 +24,7 @@ from typing import Any
 import psycopg
 from psycopg.rows import dict_row
 
-from sensorlake.errors import ServiceError
+from sensorlake.errors import ServiceError, first_line
 from sensorlake.kinematics import FPS_TO_MPH
 from sensorlake.settings import Settings
 
@@ -81,7 +81,7 @@ def _run(conn: psycopg.Connection, sql: str, params: dict[str, Any]) -> list[dic
     except psycopg.errors.UndefinedTable:
         raise ServiceError(f"PostgreSQL has no {TABLE} table yet (has a consumer run?)") from None
     except psycopg.Error as exc:
-        raise ServiceError(f"live query failed: {str(exc).strip().splitlines()[0]}") from None
+        raise ServiceError(f"live query failed: {first_line(exc)}") from None
 
 
 def active_params(

@@ -499,16 +499,12 @@ def _start_redis(settings: Settings, console: Console | None) -> None:
             f"redis-server failed to start (exit {res.returncode}): "
             f"{_one_line(res.stderr + res.stdout) or _tail(p.redis_log)}; see {p.redis_log}"
         )
+    def answers() -> None:
+        if _redis_info(settings) is None:
+            raise _NotReady
+
     try:
-        for attempt in Retrying(
-            stop=stop_after_delay(REDIS_START_TIMEOUT_S),
-            wait=wait_fixed(0.1),
-            retry=retry_if_exception_type(_NotReady),
-            reraise=True,
-        ):
-            with attempt:
-                if _redis_info(settings) is None:
-                    raise _NotReady
+        _until_ready(answers, timeout_s=REDIS_START_TIMEOUT_S, every_s=0.1)
     except _NotReady:
         raise ServiceError(
             f"redis did not answer PING on {endpoint} within {REDIS_START_TIMEOUT_S:.0f} s; see {p.redis_log}"
@@ -857,6 +853,19 @@ class _NotReady(Exception):
     """Internal: a readiness probe failed; retry."""
 
 
+def _until_ready(probe: Callable[[], object], *, timeout_s: float, every_s: float) -> None:
+    """Call ``probe`` every ``every_s`` seconds until it returns without raising :class:`_NotReady`;
+    after ``timeout_s`` seconds re-raise its last ``_NotReady``. Other exceptions propagate at once."""
+    for attempt in Retrying(
+        stop=stop_after_delay(timeout_s),
+        wait=wait_fixed(every_s),
+        retry=retry_if_exception_type(_NotReady),
+        reraise=True,
+    ):
+        with attempt:
+            probe()
+
+
 def _stack_file(name: str) -> Path:
     path = STACK_DIR / name
     if not path.exists():
@@ -1115,7 +1124,6 @@ def _kafka_wait_ready(settings: Settings, console: Console | None, launch: _Laun
     p = _paths(settings)
     t0 = launch.started_at if launch is not None else time.monotonic()
     marker = str(p.kafka_props)
-    last: list[str] = [""]
 
     def probe() -> None:
         if launch is not None and not _pid_alive(launch.pid, marker):
@@ -1123,26 +1131,15 @@ def _kafka_wait_ready(settings: Settings, console: Console | None, launch: _Laun
                 kafka_log_path(settings), launch.log_offset
             )
             raise ServiceError(f"kafka exited during startup: {why}; see {kafka_log_path(settings)}")
-        try:
-            _kafka_metadata(settings, timeout_s=2.0)
-        except _NotReady as exc:
-            last[0] = str(exc)
-            raise
+        _kafka_metadata(settings, timeout_s=2.0)
 
     remaining = max(1.0, KAFKA_START_TIMEOUT_S - (time.monotonic() - t0))
     try:
-        for attempt in Retrying(
-            stop=stop_after_delay(remaining),
-            wait=wait_fixed(0.25),
-            retry=retry_if_exception_type(_NotReady),
-            reraise=True,
-        ):
-            with attempt:
-                probe()
-    except _NotReady:
+        _until_ready(probe, timeout_s=remaining, every_s=0.25)
+    except _NotReady as exc:  # the last probe's
         raise ServiceError(
             f"kafka did not serve metadata on {settings.kafka_bootstrap} within "
-            f"{KAFKA_START_TIMEOUT_S:.0f} s ({_one_line(last[0])}); see {kafka_log_path(settings)}"
+            f"{KAFKA_START_TIMEOUT_S:.0f} s ({_one_line(str(exc))}); see {kafka_log_path(settings)}"
         ) from None
     dt = time.monotonic() - t0
     if launch is None:
@@ -1192,12 +1189,7 @@ def _kafka_ensure_topics(settings: Settings, console: Console | None) -> None:
                 raise _NotReady(f"topic {t} has partitions without a leader")
 
     try:
-        for attempt in Retrying(
-            stop=stop_after_delay(30), wait=wait_fixed(0.2),
-            retry=retry_if_exception_type(_NotReady), reraise=True,
-        ):  # fmt: skip
-            with attempt:
-                leaders_ready()
+        _until_ready(leaders_ready, timeout_s=30, every_s=0.2)
     except _NotReady as exc:
         raise ServiceError(f"kafka: {exc} after 30 s; see {kafka_log_path(settings)}") from None
 

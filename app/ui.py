@@ -3,16 +3,16 @@
 Every loader opens the lake read-only, reads, and closes it at once (a file catalog is locked
 by the process holding it open), and returns ``{"ok": True, ...}`` or ``{"ok": False,
 "error": message}``: failures are cached too, so an unreachable server is not retried on
-every widget interaction. Filters go to SQL as bound parameters only (:mod:`lake.reader`,
-:mod:`app.live`). Times are UTC. Lake results are cached for :data:`LAKE_TTL_S`, live ones
-for :data:`LIVE_TTL_S`.
+every widget interaction. Lake filters go to SQL as bound parameters only (:mod:`lake.reader`);
+the live rows (one per sensor and type) are loaded whole and filtered on the page, so changing
+a filter queries nothing. Times are UTC. Lake results are cached for :data:`LAKE_TTL_S`, live
+ones for :data:`LIVE_TTL_S`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import duckdb
@@ -23,7 +23,7 @@ import streamlit as st
 from app import health, live
 from lake import reader
 from lake.catalog import connect
-from sensorlake.errors import SensorlakeError, ServiceError
+from sensorlake.errors import SensorlakeError, first_line
 from sensorlake.settings import Settings
 
 LAKE_TTL_S = 30
@@ -45,9 +45,7 @@ def settings_or_stop() -> Settings:
 
 
 def open_lake(settings: Settings) -> duckdb.DuckDBPyConnection:
-    """The lake, read-only. A missing catalog file fails at once (no connection retries)."""
-    if settings.catalog_is_file and not Path(settings.catalog).expanduser().exists():
-        raise ServiceError(f"lake catalog file {settings.catalog} does not exist (nothing ingested yet?)")
+    """The lake, read-only, in one attempt (a page shows the error rather than wait on retries)."""
     return connect(settings, read_only=True, attempts=1)
 
 
@@ -61,7 +59,7 @@ def _with_lake(settings: Settings, fn: Callable[[duckdb.DuckDBPyConnection], dic
     except SensorlakeError as exc:
         return {"ok": False, "error": str(exc)}
     except duckdb.Error as exc:  # e.g. a table this lake does not have yet
-        return {"ok": False, "error": f"lake query failed: {str(exc).strip().splitlines()[0]}"}
+        return {"ok": False, "error": f"lake query failed: {first_line(exc)}"}
     except (pa.ArrowException, KeyError) as exc:  # a lake from before a table gained columns
         return {"ok": False, "error": f"lake tables are older than this app ({exc}); run `sensorlake transform` once"}
 
@@ -121,13 +119,13 @@ def occupancy(
 
 @st.cache_data(ttl=HEALTH_TTL_S, show_spinner=False)
 def lake_health(settings: Settings) -> dict[str, Any]:
-    """Latest snapshots, files per table and partition, stored offsets of the consumer group."""
+    """Latest snapshots, files per table and partition, next offsets stored for the topic."""
 
     def load(con: duckdb.DuckDBPyConnection) -> dict[str, Any]:
         return {
             "snapshots": reader.last_snapshots(con, 5),
             "files": reader.lake_files(con),
-            "offsets": reader.stored_offsets(con, settings.consumer_group, settings.topic),
+            "offsets": reader.stored_offsets(con, settings.topic),
         }
 
     return _with_lake(settings, load)
@@ -150,22 +148,16 @@ def kafka_health(settings: Settings) -> dict[str, Any]:
 
 # ------------------------------------------------------------------ live loaders
 @st.cache_data(ttl=LIVE_TTL_S, show_spinner=False)
-def live_active(
-    settings: Settings,
-    minutes: int,
-    anchor: str,
-    sensor_ids: tuple[int, ...] | None,
-    traveler_types: tuple[str, ...] | None,
-) -> dict[str, Any]:
-    """``{"ok": True, "now": datetime, "rows": [...]}`` or ``{"ok": False, "error": message}``."""
+def live_active(settings: Settings, minutes: int, anchor: str) -> dict[str, Any]:
+    """``{"ok": True, "now": datetime, "rows": [...], "options": [...]}`` or ``{"ok": False,
+    "error": message}``: the active travelers of every sensor and type (:func:`app.live.active_travelers`,
+    one row per pair: the page filters them) and the pairs seen in the last day, for the filters."""
     try:
         with live.connect(settings) as conn:
             now = datetime.now(UTC)
             if anchor == LATEST_EVENT:
                 now = live.latest_seen(conn) or now
-            rows = live.active_travelers(
-                conn, now=now, minutes=minutes, sensor_ids=sensor_ids, traveler_types=traveler_types
-            )
+            rows = live.active_travelers(conn, now=now, minutes=minutes)
             options = live.filter_options(conn, since=now - timedelta(days=1))
             return {"ok": True, "now": now, "rows": rows, "options": options}
     except SensorlakeError as exc:
@@ -173,9 +165,29 @@ def live_active(
 
 
 # ------------------------------------------------------------------ helpers
+def lake_ok(res: dict[str, Any]) -> bool:
+    """True for a loader's ``{"ok": True, ...}``; else a "Lake not readable" warning and False."""
+    if not res["ok"]:
+        st.warning(f"Lake not readable: {res['error']}")
+    return bool(res["ok"])
+
+
 def naive_utc(ts: datetime) -> datetime:
     """An aware datetime as naive UTC (Streamlit's sliders take naive datetimes)."""
     return ts.astimezone(UTC).replace(tzinfo=None) if ts.tzinfo else ts
+
+
+def utc_range(
+    label: str, lo: datetime, hi: datetime, *, step: timedelta, value: tuple[datetime, datetime] | None = None
+) -> tuple[datetime, datetime]:
+    """A time-range slider over ``[lo, hi]`` (naive UTC, as Streamlit takes them) moving by
+    ``step``; none when the range is a single step. Returns the picked ``(start, end)`` aware UTC."""
+    picked = (lo, hi)
+    if hi - lo > step:
+        picked = st.slider(
+            label, min_value=lo, max_value=hi, value=value or (lo, hi), step=step, format="YYYY-MM-DD HH:mm"
+        )
+    return picked[0].replace(tzinfo=UTC), picked[1].replace(tzinfo=UTC)
 
 
 def filters_sidebar(sensor_opts: list[int], type_opts: list[str], *, key: str) -> tuple[tuple[int, ...] | None, tuple[str, ...] | None]:

@@ -27,8 +27,8 @@ Notes:
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
@@ -38,15 +38,17 @@ import pyarrow as pa
 
 from lake.catalog import LAKE
 from lake.catalog import connect as _connect
-from lake.schema import TABLES
-from sensorlake.errors import InputError
+from lake.reader import at_snapshot
+from lake.readonly import run_readonly
+from lake.schema import TABLES, as_utc
+from sensorlake.errors import InputError, first_line
 from sensorlake.settings import Settings
 
 __all__ = ["TABLE_DOCS", "TIME_COLUMNS", "connect", "query", "run_limited", "table", "tables"]
 
 TABLE_DOCS: dict[str, str] = {
     "movements": "raw events: sensor_id, traveler_id, traveler_type, ts, x_ft, y_ft, Kafka origin",
-    "ingest_offsets": "next Kafka offset per consumer group, topic and partition, committed with the events",
+    "ingest_offsets": "next Kafka offset per topic and partition (consumer_group = last writer), committed with the events",
     "window_stats": "per sensor, type and sliding window (window_s 60/300/900): volume, speeds, p85, mode share, dwell",
     "speed_bins": "5-mph speed histogram per sensor, type and window or roll-up period (bin_mph = lower edge)",
     "rollup_stats": "hour (period_s 3600) and day (86400) roll-ups merged from the 15-minute rows",
@@ -100,15 +102,11 @@ def query(
     Raises:
         InputError: the statement fails (one-line DuckDB message).
     """
-    own = con is None
-    con = con or connect(settings)
-    try:
-        return pl.from_arrow(con.execute(sql, params).to_arrow_table())
-    except duckdb.Error as exc:
-        raise InputError(_first_line(exc)) from None
-    finally:
-        if own:
-            con.close()
+    with _connection(con, settings) as c:
+        try:
+            return pl.from_arrow(c.execute(sql, params).to_arrow_table())
+        except duckdb.Error as exc:
+            raise InputError(first_line(exc)) from None
 
 
 def table(
@@ -157,10 +155,10 @@ def table(
     time_col = TIME_COLUMNS[name]
     if start is not None:
         where.append(f"{time_col} >= ?")
-        params.append(_utc(start))
+        params.append(as_utc(start))
     if end is not None:
         where.append(f"{time_col} < ?")
-        params.append(_utc(end))
+        params.append(as_utc(end))
     if sensor_ids is not None:
         where.append("list_contains(?::BIGINT[], sensor_id)")
         params.append([int(s) for s in sensor_ids])
@@ -170,30 +168,22 @@ def table(
     for col, value in equals.items():  # col is a schema column name (checked above)
         where.append(f"{col} = ?")
         params.append(value)
-    at = "" if snapshot is None else f" AT (VERSION => {int(snapshot)})"
-    sql = f"SELECT * FROM {LAKE}.{name}{at}" + (f" WHERE {' AND '.join(where)}" if where else "") + " ORDER BY ALL"
+    sql = f"SELECT * FROM {LAKE}.{name}{at_snapshot(snapshot)}" + (f" WHERE {' AND '.join(where)}" if where else "") + " ORDER BY ALL"
     return query(sql, params, con=con, settings=settings)
 
 
 def tables(*, con: duckdb.DuckDBPyConnection | None = None, settings: Settings | None = None) -> pl.DataFrame:
     """The lake's tables with their row counts and what they hold (``name, rows, description``)."""
-    own = con is None
-    con = con or connect(settings)
-    try:
+    with _connection(con, settings) as c:
         present = {
             r[0]
-            for r in con.execute(
-                "SELECT table_name FROM duckdb_tables() WHERE database_name = ?", [LAKE]
-            ).fetchall()
+            for r in c.execute("SELECT table_name FROM duckdb_tables() WHERE database_name = ?", [LAKE]).fetchall()
         }
         rows = []
         for name, doc in TABLE_DOCS.items():
-            n = con.execute(f"SELECT count(*) FROM {LAKE}.{name}").fetchone()[0] if name in present else None
+            n = c.execute(f"SELECT count(*) FROM {LAKE}.{name}").fetchone()[0] if name in present else None
             rows.append({"name": name, "rows": n, "description": doc})
         return pl.DataFrame(rows, schema={"name": pl.String, "rows": pl.Int64, "description": pl.String})
-    finally:
-        if own:
-            con.close()
 
 
 def run_limited(
@@ -216,17 +206,19 @@ def run_limited(
         InputError: not a single SELECT, a failing statement, a refused file access, the time limit.
         ServiceError: the lake cannot be opened.
     """
-    from lake.readonly import run_readonly
-
     return run_readonly(settings, sql, max_rows=max_rows, timeout_s=timeout_s, memory_limit=memory_limit)
 
 
-def _utc(ts: datetime) -> datetime:
-    from datetime import UTC
-
-    return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+@contextmanager
+def _connection(
+    con: duckdb.DuckDBPyConnection | None, settings: Settings | None
+) -> Iterator[duckdb.DuckDBPyConnection]:
+    """``con`` as is, or a new read-only connection (:func:`connect`) closed on exit."""
+    if con is not None:
+        yield con
+        return
+    own = connect(settings)
+    try:
+        yield own
+    finally:
+        own.close()

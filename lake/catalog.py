@@ -18,7 +18,7 @@ from pathlib import Path
 import duckdb
 
 from lake.schema import TABLES, ddl
-from sensorlake.errors import ServiceError
+from sensorlake.errors import ServiceError, first_line
 from sensorlake.settings import Settings
 
 LAKE = "lake"  # the name the lake is attached under in every connection
@@ -51,7 +51,7 @@ def load_extension(con: duckdb.DuckDBPyConnection, name: str) -> None:
     except duckdb.Error as exc:
         raise ServiceError(
             f"DuckDB extension {name!r} cannot be loaded (install the pinned "
-            f"duckdb-extension-{name.replace('_', '-')} wheel): {_first_line(exc)}"
+            f"duckdb-extension-{name.replace('_', '-')} wheel): {_masked(exc)}"
         ) from None
 
 
@@ -99,10 +99,11 @@ def connect(
     """A DuckDB connection with the lake attached as ``lake`` (see :func:`_connect_once`).
 
     Retries ``attempts`` times with a short back-off: two processes initialising a new
-    catalog at the same moment conflict once, then both see the created tables.
+    catalog at the same moment conflict once, then both see the created tables. A missing
+    catalog file opened ``read_only`` fails at once (nothing to retry).
     """
     if read_only and settings.catalog_is_file and not Path(settings.catalog).expanduser().exists():
-        raise ServiceError(f"lake catalog file {settings.catalog} does not exist")
+        raise ServiceError(f"lake catalog file {settings.catalog} does not exist (nothing ingested yet?)")
     for attempt in range(attempts):
         try:
             return _connect_once(settings, read_only=read_only, create=create)
@@ -139,10 +140,8 @@ def _connect_once(
         data_path = settings.lake_data_path
         if not read_only:
             data_path.mkdir(parents=True, exist_ok=True)
-        elif settings.catalog_is_file and not Path(settings.catalog).expanduser().exists():
-            raise ServiceError(f"lake catalog file {settings.catalog} does not exist")
-        if settings.catalog_is_file and not read_only:
-            Path(settings.catalog).expanduser().parent.mkdir(parents=True, exist_ok=True)
+            if settings.catalog_is_file:
+                Path(settings.catalog).expanduser().parent.mkdir(parents=True, exist_ok=True)
         opts = [f"DATA_PATH '{data_path}/'"]
         if read_only:
             opts.append("READ_ONLY")
@@ -151,19 +150,27 @@ def _connect_once(
             ensure_tables(con)
     except duckdb.Error as exc:
         con.close()
-        raise ServiceError(f"cannot open the lake: {_first_line(exc)}") from None
+        raise ServiceError(f"cannot open the lake: {_masked(exc)}") from None
     except BaseException:
         con.close()
         raise
     return con
 
 
+# table -> (PARTITIONED BY expression or None, inline small inserts in the catalog); others: (None, True)
+_LAYOUT: dict[str, tuple[str | None, bool]] = {
+    "movements": ("year(ts), month(ts), day(ts)", False),
+    "window_stats": ("year(window_start), month(window_start)", True),
+}
+
+
 def ensure_tables(con: duckdb.DuckDBPyConnection) -> None:
-    """Create the lake's tables if missing and set their layout options.
+    """Create the lake's tables if missing, with their layout options (:data:`_LAYOUT`).
 
     ``movements`` is partitioned by UTC day and never inlined (its micro-batches are
-    large; Parquet keeps the files readable by snapshot). ``ingest_offsets`` is tiny
-    and keeps DuckLake's default inlining in the catalog.
+    large; Parquet keeps the files readable by snapshot); ``window_stats`` is partitioned
+    by UTC month. Every other table keeps DuckLake's default: unpartitioned, small inserts
+    inlined in the catalog.
     """
     existing = {
         r[0]
@@ -174,20 +181,17 @@ def ensure_tables(con: duckdb.DuckDBPyConnection) -> None:
     for name, schema in TABLES.items():
         if name in existing:
             continue
+        partition_by, inline = _LAYOUT.get(name, (None, True))
         con.execute("BEGIN")
         con.execute(ddl(f"{LAKE}.{name}", schema))
-        if name == "movements":
-            con.execute(f"ALTER TABLE {LAKE}.movements SET PARTITIONED BY (year(ts), month(ts), day(ts))")
-        if name == "window_stats":
-            con.execute(f"ALTER TABLE {LAKE}.window_stats SET PARTITIONED BY (year(window_start), month(window_start))")
+        if partition_by:
+            con.execute(f"ALTER TABLE {LAKE}.{name} SET PARTITIONED BY ({partition_by})")
         con.execute("COMMIT")
-        if name == "movements":
-            con.execute(
-                f"CALL {LAKE}.set_option('data_inlining_row_limit', 0, table_name => 'movements')"
-            )
+        if not inline:
+            # name: a key of TABLES, never user input
+            con.execute(f"CALL {LAKE}.set_option('data_inlining_row_limit', 0, table_name => '{name}')")
 
 
-def _first_line(exc: BaseException) -> str:
-    """First line of an error message, with any password masked."""
-    msg = " ".join(str(exc).split()) or type(exc).__name__
-    return re.sub(r"password=\S+", "password=***", msg)[:500]
+def _masked(exc: BaseException) -> str:
+    """:func:`~sensorlake.errors.first_line` of a connection error, any ``password=...`` masked."""
+    return re.sub(r"password=\S+", "password=***", first_line(exc))

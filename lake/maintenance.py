@@ -37,7 +37,7 @@ from datetime import UTC, datetime, timedelta
 import duckdb
 
 from lake.catalog import LAKE, connect
-from sensorlake.errors import InputError, RetryableError, ServiceError
+from sensorlake.errors import InputError, RetryableError, ServiceError, first_line
 from sensorlake.settings import Settings
 
 DEFAULT_SNAPSHOT_RETENTION = timedelta(days=7)
@@ -138,13 +138,7 @@ def run_maintenance(
 def _call(con: duckdb.DuckDBPyConnection, sql: str, params: list | None = None) -> list[tuple]:
     try:
         return con.execute(sql, params or []).fetchall()
-    except duckdb.TransactionException as exc:
-        raise RetryableError(f"lake maintenance conflicted with a concurrent commit: {_first(exc)}") from None
     except duckdb.Error as exc:
-        if "conflict" in str(exc).lower():
-            raise RetryableError(f"lake maintenance conflicted with a concurrent commit: {_first(exc)}") from None
-        raise ServiceError(f"lake maintenance failed: {_first(exc)}") from None
-
-
-def _first(exc: BaseException) -> str:
-    return " ".join(str(exc).split())[:300]
+        if isinstance(exc, duckdb.TransactionException) or "conflict" in str(exc).lower():
+            raise RetryableError(f"lake maintenance conflicted with a concurrent commit: {first_line(exc)}") from None
+        raise ServiceError(f"lake maintenance failed: {first_line(exc)}") from None

@@ -9,24 +9,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 
 import duckdb
 import pyarrow as pa
 
 from lake.catalog import LAKE
-from lake.schema import (
-    MOVEMENTS_SCHEMA,
-    PEAK_HOUR_SCHEMA,
-    ROLLUP_STATS_SCHEMA,
-    SPEED_BINS_SCHEMA,
-    TABLES,
-    WINDOW_STATS_SCHEMA,
-)
-
-
-def _utc(ts: datetime) -> datetime:
-    return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
+from lake.schema import MOVEMENTS_SCHEMA, TABLES, as_utc
 
 
 def current_snapshot(con: duckdb.DuckDBPyConnection) -> int:
@@ -35,7 +24,8 @@ def current_snapshot(con: duckdb.DuckDBPyConnection) -> int:
     return int(row[0])
 
 
-def _at(snapshot: int | None) -> str:
+def at_snapshot(snapshot: int | None) -> str:
+    """The ``AT (VERSION => n)`` clause that reads snapshot ``n``; ``""`` for None (the latest)."""
     # an int() cannot carry SQL: the only value formatted into a statement here
     return "" if snapshot is None else f" AT (VERSION => {int(snapshot)})"
 
@@ -59,10 +49,10 @@ def read_movements(
     """
     sql = (
         "SELECT sensor_id, traveler_id, traveler_type, ts, x_ft, y_ft, kafka_partition, kafka_offset "
-        f"FROM {LAKE}.movements{_at(snapshot)} WHERE ts >= ? AND ts < ? "
+        f"FROM {LAKE}.movements{at_snapshot(snapshot)} WHERE ts >= ? AND ts < ? "
         "ORDER BY sensor_id, traveler_id, ts, kafka_partition, kafka_offset"
     )
-    table = con.execute(sql, [_utc(start), _utc(end)]).to_arrow_table()
+    table = con.execute(sql, [as_utc(start), as_utc(end)]).to_arrow_table()
     return table.cast(MOVEMENTS_SCHEMA)
 
 
@@ -71,10 +61,47 @@ def read_pairs(
 ) -> pa.Table:
     """Distinct ``(sensor_id, traveler_type)`` of ``lake.movements`` with ``start <= ts < end``."""
     sql = (
-        f"SELECT DISTINCT sensor_id, traveler_type FROM {LAKE}.movements{_at(snapshot)} "
+        f"SELECT DISTINCT sensor_id, traveler_type FROM {LAKE}.movements{at_snapshot(snapshot)} "
         "WHERE ts >= ? AND ts < ? ORDER BY sensor_id, traveler_type"
     )
-    return con.execute(sql, [_utc(start), _utc(end)]).to_arrow_table()
+    return con.execute(sql, [as_utc(start), as_utc(end)]).to_arrow_table()
+
+
+def _filters(sensor_ids: Sequence[int] | None, traveler_types: Sequence[str] | None) -> tuple[str, list]:
+    """SQL of the sensor and type filters (constant text) and its bound parameters."""
+    sensors = None if sensor_ids is None else [int(v) for v in sensor_ids]
+    types = None if traveler_types is None else [str(v) for v in traveler_types]
+    sql = (
+        " AND (?::BIGINT[] IS NULL OR list_contains(?::BIGINT[], sensor_id))"
+        " AND (?::VARCHAR[] IS NULL OR list_contains(?::VARCHAR[], traveler_type))"
+    )
+    return sql, [sensors, sensors, types, types]
+
+
+def _read_derived(
+    con: duckdb.DuckDBPyConnection,
+    table: str,
+    time_col: str,
+    start: datetime,
+    end: datetime,
+    *,
+    length: tuple[str, int] | None,
+    sensor_ids: Sequence[int] | None,
+    traveler_types: Sequence[str] | None,
+    order: str,
+    snapshot: int | None = None,
+) -> pa.Table:
+    """Rows of a derived table with ``start <= time_col < end``, ``length`` = ``(column, s)``
+    when given, and the sensor/type filters; cast to the table's schema. ``table``,
+    ``time_col``, ``length[0]`` and ``order`` are constants of this module, never user input."""
+    where, params = _filters(sensor_ids, traveler_types)
+    sql = f"SELECT * FROM {LAKE}.{table}{at_snapshot(snapshot)} WHERE {time_col} >= ? AND {time_col} < ?"
+    args: list = [as_utc(start), as_utc(end)]
+    if length is not None:
+        sql += f" AND {length[0]} = ?"
+        args.append(int(length[1]))
+    sql += f"{where} ORDER BY {order}"
+    return con.execute(sql, [*args, *params]).to_arrow_table().cast(TABLES[table])
 
 
 def read_window_stats(
@@ -97,39 +124,23 @@ def read_window_stats(
     Returns:
         Sorted by sensor_id, traveler_type, window_start.
     """
-    sql = (
-        f"SELECT * FROM {LAKE}.window_stats{_at(snapshot)} "
-        "WHERE window_start >= ? AND window_start < ? AND window_s = ? "
-        "AND (?::BIGINT[] IS NULL OR list_contains(?::BIGINT[], sensor_id)) "
-        "AND (?::VARCHAR[] IS NULL OR list_contains(?::VARCHAR[], traveler_type)) "
-        "ORDER BY sensor_id, traveler_type, window_start"
-    )
-    sensors = None if sensor_ids is None else [int(s) for s in sensor_ids]
-    types = None if traveler_types is None else [str(t) for t in traveler_types]
-    params = [_utc(start), _utc(end), int(window_s), sensors, sensors, types, types]
-    return con.execute(sql, params).to_arrow_table().cast(WINDOW_STATS_SCHEMA)
+    return _read_derived(
+        con, "window_stats", "window_start", start, end, length=("window_s", window_s),
+        sensor_ids=sensor_ids, traveler_types=traveler_types,
+        order="sensor_id, traveler_type, window_start", snapshot=snapshot,
+    )  # fmt: skip
 
 
 def window_stats_extent(con: duckdb.DuckDBPyConnection) -> dict:
     """What ``lake.window_stats`` holds, for filters: ``{"sensor_ids": [...],
     "traveler_types": [...], "window_s": [...], "min_start": datetime | None,
-    "max_start": datetime | None}``."""
-    sensors = [r[0] for r in con.execute(f"SELECT DISTINCT sensor_id FROM {LAKE}.window_stats ORDER BY 1").fetchall()]
-    types = [r[0] for r in con.execute(f"SELECT DISTINCT traveler_type FROM {LAKE}.window_stats ORDER BY 1").fetchall()]
-    sizes = [r[0] for r in con.execute(f"SELECT DISTINCT window_s FROM {LAKE}.window_stats ORDER BY 1").fetchall()]
-    lo, hi = con.execute(f"SELECT min(window_start), max(window_start) FROM {LAKE}.window_stats").fetchone()
-    return {"sensor_ids": sensors, "traveler_types": types, "window_s": sizes, "min_start": lo, "max_start": hi}
-
-
-def _filters(sensor_ids: Sequence[int] | None, traveler_types: Sequence[str] | None) -> tuple[str, list]:
-    """SQL of the sensor and type filters (constant text) and its bound parameters."""
-    sensors = None if sensor_ids is None else [int(v) for v in sensor_ids]
-    types = None if traveler_types is None else [str(v) for v in traveler_types]
-    sql = (
-        " AND (?::BIGINT[] IS NULL OR list_contains(?::BIGINT[], sensor_id))"
-        " AND (?::VARCHAR[] IS NULL OR list_contains(?::VARCHAR[], traveler_type))"
-    )
-    return sql, [sensors, sensors, types, types]
+    "max_start": datetime | None}`` (one scan)."""
+    sensors, types, sizes, lo, hi = con.execute(
+        "SELECT list(DISTINCT sensor_id ORDER BY sensor_id), list(DISTINCT traveler_type ORDER BY traveler_type), "
+        f"list(DISTINCT window_s ORDER BY window_s), min(window_start), max(window_start) FROM {LAKE}.window_stats"
+    ).fetchone()
+    return {"sensor_ids": sensors or [], "traveler_types": types or [], "window_s": sizes or [],
+            "min_start": lo, "max_start": hi}  # fmt: skip
 
 
 def read_speed_bins(
@@ -143,12 +154,11 @@ def read_speed_bins(
 ) -> pa.Table:
     """Rows of ``lake.speed_bins`` (``SPEED_BINS_SCHEMA``) of periods of ``window_s`` starting in
     ``[start, end)``; sorted by sensor_id, traveler_type, window_start, bin_mph."""
-    where, params = _filters(sensor_ids, traveler_types)
-    sql = (
-        f"SELECT * FROM {LAKE}.speed_bins WHERE window_start >= ? AND window_start < ? AND window_s = ?{where} "
-        "ORDER BY sensor_id, traveler_type, window_start, bin_mph"
-    )
-    return con.execute(sql, [_utc(start), _utc(end), int(window_s), *params]).to_arrow_table().cast(SPEED_BINS_SCHEMA)
+    return _read_derived(
+        con, "speed_bins", "window_start", start, end, length=("window_s", window_s),
+        sensor_ids=sensor_ids, traveler_types=traveler_types,
+        order="sensor_id, traveler_type, window_start, bin_mph",
+    )  # fmt: skip
 
 
 def read_rollups(
@@ -162,14 +172,10 @@ def read_rollups(
 ) -> pa.Table:
     """Rows of ``lake.rollup_stats`` (``ROLLUP_STATS_SCHEMA``) of hours (3600) or days (86400)
     starting in ``[start, end)``; sorted by sensor_id, traveler_type, period_start."""
-    where, params = _filters(sensor_ids, traveler_types)
-    sql = (
-        f"SELECT * FROM {LAKE}.rollup_stats WHERE period_start >= ? AND period_start < ? AND period_s = ?{where} "
-        "ORDER BY sensor_id, traveler_type, period_start"
-    )
-    return con.execute(sql, [_utc(start), _utc(end), int(period_s), *params]).to_arrow_table().cast(
-        ROLLUP_STATS_SCHEMA
-    )
+    return _read_derived(
+        con, "rollup_stats", "period_start", start, end, length=("period_s", period_s),
+        sensor_ids=sensor_ids, traveler_types=traveler_types, order="sensor_id, traveler_type, period_start",
+    )  # fmt: skip
 
 
 def read_peak_hours(
@@ -181,12 +187,10 @@ def read_peak_hours(
     traveler_types: Sequence[str] | None = None,
 ) -> pa.Table:
     """Rows of ``lake.peak_hour`` (``PEAK_HOUR_SCHEMA``) of the UTC days starting in ``[start, end)``."""
-    where, params = _filters(sensor_ids, traveler_types)
-    sql = (
-        f"SELECT * FROM {LAKE}.peak_hour WHERE day_start >= ? AND day_start < ?{where} "
-        "ORDER BY sensor_id, traveler_type, day_start"
-    )
-    return con.execute(sql, [_utc(start), _utc(end), *params]).to_arrow_table().cast(PEAK_HOUR_SCHEMA)
+    return _read_derived(
+        con, "peak_hour", "day_start", start, end, length=None,
+        sensor_ids=sensor_ids, traveler_types=traveler_types, order="sensor_id, traveler_type, day_start",
+    )  # fmt: skip
 
 
 def read_occupancy(
@@ -209,7 +213,7 @@ def read_occupancy(
         f"sum(observations)::BIGINT AS observations FROM {LAKE}.occupancy_grid "
         f"WHERE hour_start >= ? AND hour_start < ?{where} GROUP BY cell_x_ft, cell_y_ft ORDER BY cell_x_ft, cell_y_ft"
     )
-    return con.execute(sql, [_utc(start), _utc(end), *params]).to_arrow_table()
+    return con.execute(sql, [as_utc(start), as_utc(end), *params]).to_arrow_table()
 
 
 def read_occupancy_hours(con: duckdb.DuckDBPyConnection, *, sensor_id: int | None = None) -> pa.Table:
@@ -259,16 +263,24 @@ def last_snapshots(con: duckdb.DuckDBPyConnection, n: int = 5) -> list[dict]:
     return [{"snapshot_id": r[0], "snapshot_time": r[1], "changes": r[2]} for r in rows]
 
 
-def stored_offsets(con: duckdb.DuckDBPyConnection, consumer_group: str, topic: str) -> dict[int, int]:
-    """The next offset per Kafka partition stored in ``lake.ingest_offsets`` for a topic.
+def stored_offsets(
+    con: duckdb.DuckDBPyConnection, topic: str, partitions: Sequence[int] | None = None
+) -> dict[int, int]:
+    """The next offset per Kafka partition of ``topic`` stored in ``lake.ingest_offsets``.
 
-    Offsets belong to the topic (whichever group wrote them); ``consumer_group`` is kept in
-    the signature for callers and ignored.
+    Offsets belong to the topic, whichever consumer group wrote them: the lake holds one
+    copy of a topic's events (``consumer_group`` records the last writer).
+
+    Args:
+        partitions: only these partitions; None = all. A partition with no row is absent.
     """
-    del consumer_group
     rows = con.execute(
         f"SELECT kafka_partition, max(next_offset) FROM {LAKE}.ingest_offsets "
         "WHERE topic = ? GROUP BY kafka_partition",
         [topic],
     ).fetchall()
-    return {int(p): int(o) for p, o in rows}
+    out = {int(p): int(o) for p, o in rows}
+    if partitions is not None:
+        wanted = {int(p) for p in partitions}
+        out = {p: o for p, o in out.items() if p in wanted}
+    return out

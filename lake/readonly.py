@@ -19,7 +19,7 @@ import duckdb
 import pyarrow as pa
 
 from lake.catalog import connect
-from sensorlake.errors import InputError
+from sensorlake.errors import InputError, first_line
 from sensorlake.settings import Settings
 
 
@@ -30,7 +30,7 @@ def ensure_single_select(con: duckdb.DuckDBPyConnection, sql: str) -> None:
     try:
         statements = con.extract_statements(sql)
     except duckdb.Error as exc:
-        raise InputError(_first_line(exc)) from None
+        raise InputError(first_line(exc)) from None
     if len(statements) != 1:
         raise InputError(f"one statement at a time, got {len(statements)}")
     kind = statements[0].type
@@ -90,11 +90,8 @@ def run_readonly(
     except duckdb.InterruptException:
         raise InputError(f"query stopped after the time limit of {timeout_s:g} s") from None
     except duckdb.Error as exc:
-        raise InputError(_first_line(exc)) from None
+        raise InputError(first_line(exc)) from None
     finally:
         timer.cancel()
         con.close()
 
-
-def _first_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split())[:500] or type(exc).__name__

@@ -15,9 +15,22 @@ Derived tables (:data:`DERIVED_TABLES`, written only by ``transforms``): ``windo
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import pyarrow as pa
 
 TS = pa.timestamp("us", tz="UTC")
+
+
+def as_utc(ts: datetime) -> datetime:
+    """An aware UTC datetime: a naive one is taken as UTC, an aware one is converted.
+
+    The one rule for time bounds everywhere (readers, transforms, the CLI).
+
+    >>> as_utc(datetime(2026, 11, 30, 14, 0)).isoformat()
+    '2026-11-30T14:00:00+00:00'
+    """
+    return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
 
 MOVEMENTS_SCHEMA = pa.schema(
     [
@@ -151,9 +164,7 @@ def ddl(table: str, schema: pa.Schema) -> str:
     Raises:
         KeyError: the schema has an Arrow type with no DuckDB mapping here.
     """
-    cols = ", ".join(
-        f"{f.name} {_DUCK_TYPES[f.type]}{'' if f.nullable else ' NOT NULL'}" for f in schema
-    )
+    cols = ", ".join(f"{f.name} {ddl_type(f.type)}{'' if f.nullable else ' NOT NULL'}" for f in schema)
     return f"CREATE TABLE IF NOT EXISTS {table} ({cols})"
 
 

@@ -36,6 +36,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Mapping
+from contextlib import suppress
 from datetime import UTC, datetime
 from typing import TypeVar
 
@@ -49,8 +50,9 @@ from tenacity import (
 )
 
 from lake.catalog import LAKE, connect
+from lake.reader import stored_offsets
 from lake.schema import MOVEMENTS_SCHEMA
-from sensorlake.errors import FencedError, RetryableError, ServiceError
+from sensorlake.errors import FencedError, RetryableError, ServiceError, first_line
 from sensorlake.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -69,8 +71,9 @@ class LakeWriter:
 
     Args:
         settings: lake location.
-        consumer_group, topic: the offsets' owner; offsets are stored per
-            (consumer_group, topic, kafka_partition).
+        consumer_group, topic: offsets are read and replaced per (topic, kafka_partition),
+            whichever group wrote them (the lake holds one copy of a topic's events);
+            ``consumer_group`` records the last writer.
     """
 
     def __init__(self, settings: Settings, consumer_group: str, topic: str) -> None:
@@ -90,15 +93,13 @@ class LakeWriter:
             _ensure_fence(self._con)
         except duckdb.Error as exc:
             self.close()
-            raise ServiceError(f"cannot prepare the lake fence table: {str(exc).splitlines()[0]}") from None
+            raise ServiceError(f"cannot prepare the lake fence table: {first_line(exc)}") from None
 
     def close(self) -> None:
         """Close the DuckDB connection."""
         if self._con is not None:
-            try:
+            with suppress(duckdb.Error):
                 self._con.close()
-            except duckdb.Error:
-                pass
             self._con = None
 
     def _reconnect(self) -> None:
@@ -107,7 +108,7 @@ class LakeWriter:
             self.setup()
         except ServiceError as exc:
             self.close()
-            raise RetryableError(f"lake catalog unreachable: {str(exc).splitlines()[0]}") from exc
+            raise RetryableError(f"lake catalog unreachable: {exc}") from exc
 
     def _retrying(self, fn: Callable[[], T]) -> T:
         """Run ``fn`` (which raises RetryableError on failure), retrying for ``RETRY_FOR_S``."""
@@ -134,25 +135,12 @@ class LakeWriter:
 
         def read() -> dict[int, int]:
             try:
-                return self._read_offsets(self._con, partitions)
+                return stored_offsets(self._con, self.topic, partitions)
             except duckdb.Error as exc:
                 self.close()  # reconnect on the next attempt
-                raise RetryableError(f"lake offsets read failed: {str(exc).splitlines()[0]}") from exc
+                raise RetryableError(f"lake offsets read failed: {first_line(exc)}") from exc
 
         return self._retrying(read)
-
-    def _read_offsets(self, con: duckdb.DuckDBPyConnection, partitions: list[int] | None) -> dict[int, int]:
-        sql = (
-            f"SELECT kafka_partition, max(next_offset) FROM {LAKE}.ingest_offsets "
-            "WHERE topic = ? GROUP BY kafka_partition"
-        )
-        # keyed by topic, not group: the lake holds one copy of a topic's events whichever
-        # consumer group writes them (consumer_group records the last writer)
-        rows = con.execute(sql, [self.topic]).fetchall()
-        out = {int(p): int(o) for p, o in rows}
-        if partitions is not None:
-            out = {p: o for p, o in out.items() if p in set(partitions)}
-        return out
 
     def commit(
         self,
@@ -188,7 +176,7 @@ class LakeWriter:
         parts = sorted(next_offsets)
         try:
             con.execute("BEGIN")
-            stored = self._read_offsets(con, parts)
+            stored = stored_offsets(con, self.topic, parts)
             for p in parts:
                 if stored.get(p) != expected.get(p):
                     raise FencedError(
@@ -218,14 +206,13 @@ class LakeWriter:
             raise
         except duckdb.Error as exc:
             _rollback(con)
-            msg = str(exc)
-            first = msg.splitlines()[0]
+            msg = first_line(exc)
             if "conflict" in msg.lower():
-                log.info("lake commit conflict, retrying: %s", " ".join(msg.split())[:300])
+                log.info("lake commit conflict, retrying: %s", msg)
             else:  # the catalog connection may be dead (PostgreSQL restarted): start afresh
-                log.warning("lake commit failed, reconnecting and retrying: %s", first)
+                log.warning("lake commit failed, reconnecting and retrying: %s", msg)
                 self.close()
-            raise RetryableError(f"lake commit failed: {first}") from exc
+            raise RetryableError(f"lake commit failed: {msg}") from exc
         return table.num_rows
 
 
@@ -256,7 +243,5 @@ def _ensure_fence(con: duckdb.DuckDBPyConnection) -> None:
 
 
 def _rollback(con: duckdb.DuckDBPyConnection) -> None:
-    try:
+    with suppress(duckdb.Error):
         con.execute("ROLLBACK")
-    except duckdb.Error:
-        pass

@@ -41,8 +41,19 @@ from transforms.polars_job import (
     peak_hour_polars,
     rollup_polars,
 )
-from transforms.segments import SEGMENTS_SCHEMA, VISITS_SCHEMA, VisitsSegments, build_visits_segments
-from transforms.windows import DEFAULT_WINDOWS_S, WindowGrid, quantile_linear, read_bounds, window_starts
+from transforms.segments import (
+    SEGMENTS_SCHEMA,
+    VISITS_SCHEMA,
+    VisitsSegments,
+    build_visits_segments,
+)
+from transforms.windows import (
+    DEFAULT_WINDOWS_S,
+    WindowGrid,
+    quantile_linear,
+    read_bounds,
+    window_starts,
+)
 
 __all__ = [
     "DEFAULT_WINDOWS_S",

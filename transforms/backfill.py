@@ -40,16 +40,24 @@ import dataclasses
 import logging
 import time
 from collections.abc import Callable, Sequence
+from contextlib import suppress
 from datetime import datetime, timedelta
 from typing import Literal
 
 import duckdb
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from lake.catalog import LAKE, connect
-from lake.reader import current_snapshot, read_movements, read_pairs
+from lake.reader import (
+    current_snapshot,
+    read_movements,
+    read_pairs,
+    read_rollups,
+    read_speed_bins,
+)
 from lake.schema import DERIVED_TABLES, TABLES, ddl_type
-from sensorlake.errors import InputError, RetryableError, ServiceError
+from sensorlake.errors import InputError, RetryableError, ServiceError, first_line
 from sensorlake.settings import Settings
 from transforms import duckdb_job, polars_job
 from transforms.measures import part_bins, parts_from_rollups, parts_from_windows
@@ -330,38 +338,49 @@ def run_transform(
                         )
                         sizes["visits"] += data.visits.num_rows
                         sizes["segments"] += data.segments.num_rows
-                        pairs = read_pairs(con, day, day_end, snapshot=snapshot)
+                        pairs = _day_pairs(con, events, (lo, hi), day, day_end, snapshot)
                         for grid in sub.values():
                             w.insert("window_stats", fns.windows(data, grid, pairs=pairs))
                             w.insert("speed_bins", fns.speed_bins(data, grid))
                     if occ is not None:
                         w.insert("occupancy_grid", fns.occupancy(events, *occ, visit_gap_s=settings.visit_gap_s))
 
-            # 5. from the stored rows: 15 min -> hour -> day, and the peak hour of each day
+            # 5. from the stored rows: 15 min -> hour -> day, and the peak hour of each day.
+            # The stored quarters are read once: the peak hour needs whole days of them, the
+            # hour roll-up the hours of the range (inside those days).
+            quarters = None
+            if "peak_hour" in picked:
+                quarters = _read_quarters(con, "window_stats", day_lo, day_hi)
             if "rollups" in picked:
-                quarters = _read_quarters(con, hour_lo, hour_hi)
+                hour_quarters = (
+                    _read_quarters(con, "window_stats", hour_lo, hour_hi)
+                    if quarters is None
+                    else _between(quarters, "window_start", hour_lo, hour_hi)
+                )
                 hours, hour_bins = fns.rollup(
-                    parts_from_windows(quarters), part_bins(_read_quarter_bins(con, hour_lo, hour_hi)), HOUR_S
+                    parts_from_windows(hour_quarters),
+                    part_bins(_read_quarters(con, "speed_bins", hour_lo, hour_hi)),
+                    HOUR_S,
                 )
                 w.insert("rollup_stats", hours)
                 w.insert("speed_bins", hour_bins)
-                stored_hours, stored_bins = _read_hours(con, day_lo, day_hi)
+                # the stored hours of the days, the ones just written included
+                stored_hours = read_rollups(con, day_lo, day_hi, period_s=HOUR_S)
+                stored_bins = read_speed_bins(con, day_lo, day_hi, window_s=HOUR_S)
                 days, day_bins = fns.rollup(parts_from_rollups(stored_hours), part_bins(stored_bins), DAY_S)
                 w.insert("rollup_stats", days)
                 w.insert("speed_bins", day_bins)
-            if "peak_hour" in picked:
-                w.insert("peak_hour", fns.peak_hour(_read_quarters(con, day_lo, day_hi)))
+            if quarters is not None:
+                w.insert("peak_hour", fns.peak_hour(quarters))
             con.execute("COMMIT")
         except BaseException:
-            try:
+            with suppress(duckdb.Error):
                 con.execute("ROLLBACK")
-            except duckdb.Error:
-                pass
             raise
     except duckdb.TransactionException as exc:
-        raise RetryableError(f"derived tables commit conflict, re-run: {_first_line(exc)}") from None
+        raise RetryableError(f"derived tables commit conflict, re-run: {first_line(exc)}") from None
     except duckdb.Error as exc:
-        raise ServiceError(f"cannot write the derived tables: {_first_line(exc)}") from None
+        raise ServiceError(f"cannot write the derived tables: {first_line(exc)}") from None
     finally:
         con.close()
 
@@ -401,14 +420,13 @@ class _Writer:
         self, table: str, column: str, lo: datetime, hi: datetime, kind: str | None = None, value: int | None = None
     ) -> None:
         # table and column names are constants of this module, never user input
-        where = f"FROM {LAKE}.{table} WHERE {column} >= ? AND {column} < ?"
+        sql = f"DELETE FROM {LAKE}.{table} WHERE {column} >= ? AND {column} < ?"
         params: list = [lo, hi]
         if kind is not None:
-            where += f" AND {kind} = ?"
+            sql += f" AND {kind} = ?"
             params.append(int(value))
-        n = self._con.execute(f"SELECT count(*) {where}", params).fetchone()[0]
-        if n:
-            self._con.execute(f"DELETE {where}", params)
+        # DELETE returns the row count; one matching nothing records no change in DuckLake
+        n = self._con.execute(sql, params).fetchone()[0]
         self._count(table)[0] += int(n)
 
     def insert(self, table: str, rows: pa.Table) -> None:
@@ -428,37 +446,41 @@ class _Writer:
 
 
 _QUARTER_US = BASE_WINDOW_S * 1_000_000
+_QUARTER_ORDER = {
+    "window_stats": "sensor_id, traveler_type, window_start",
+    "speed_bins": "sensor_id, traveler_type, window_start, bin_mph",
+}
 
 
-def _read_quarters(con: duckdb.DuckDBPyConnection, lo: datetime, hi: datetime) -> pa.Table:
-    """Stored tumbling 15-minute ``window_stats`` rows with ``lo <= window_start < hi``."""
+def _read_quarters(con: duckdb.DuckDBPyConnection, table: str, lo: datetime, hi: datetime) -> pa.Table:
+    """Stored rows of the tumbling 15-minute windows (``window_s = 900``, starting on a quarter
+    hour) of ``window_stats`` or ``speed_bins`` with ``lo <= window_start < hi``."""
     sql = (
-        f"SELECT * FROM {LAKE}.window_stats WHERE window_s = ? AND window_start >= ? AND window_start < ? "
-        "AND epoch_us(window_start) % ? = 0 ORDER BY sensor_id, traveler_type, window_start"
+        f"SELECT * FROM {LAKE}.{table} WHERE window_s = ? AND window_start >= ? AND window_start < ? "
+        f"AND epoch_us(window_start) % ? = 0 ORDER BY {_QUARTER_ORDER[table]}"
     )
     return con.execute(sql, [BASE_WINDOW_S, lo, hi, _QUARTER_US]).to_arrow_table()
 
 
-def _read_quarter_bins(con: duckdb.DuckDBPyConnection, lo: datetime, hi: datetime) -> pa.Table:
-    sql = (
-        f"SELECT * FROM {LAKE}.speed_bins WHERE window_s = ? AND window_start >= ? AND window_start < ? "
-        "AND epoch_us(window_start) % ? = 0 ORDER BY sensor_id, traveler_type, window_start, bin_mph"
-    )
-    return con.execute(sql, [BASE_WINDOW_S, lo, hi, _QUARTER_US]).to_arrow_table()
+def _between(rows: pa.Table, column: str, lo: datetime, hi: datetime) -> pa.Table:
+    """The rows with ``lo <= column < hi``, in their order."""
+    return rows.filter((pc.field(column) >= lo) & (pc.field(column) < hi))
 
 
-def _read_hours(con: duckdb.DuckDBPyConnection, lo: datetime, hi: datetime) -> tuple[pa.Table, pa.Table]:
-    stats = con.execute(
-        f"SELECT * FROM {LAKE}.rollup_stats WHERE period_s = ? AND period_start >= ? AND period_start < ? "
-        "ORDER BY sensor_id, traveler_type, period_start",
-        [HOUR_S, lo, hi],
-    ).to_arrow_table()
-    bins = con.execute(
-        f"SELECT * FROM {LAKE}.speed_bins WHERE window_s = ? AND window_start >= ? AND window_start < ? "
-        "ORDER BY sensor_id, traveler_type, window_start, bin_mph",
-        [HOUR_S, lo, hi],
-    ).to_arrow_table()
-    return stats, bins
+def _day_pairs(
+    con: duckdb.DuckDBPyConnection,
+    events: pa.Table,
+    read: tuple[datetime, datetime],
+    day: datetime,
+    day_end: datetime,
+    snapshot: int,
+) -> pa.Table:
+    """Distinct ``(sensor_id, traveler_type)`` of ``lake.movements`` in ``[day, day_end)``: from
+    ``events`` (read for ``read = [lo, hi)``) when they cover the whole day, else from the lake."""
+    if read[0] <= day and day_end <= read[1]:
+        pairs = _between(events, "ts", day, day_end).group_by(["sensor_id", "traveler_type"]).aggregate([])
+        return pairs.sort_by([("sensor_id", "ascending"), ("traveler_type", "ascending")])
+    return read_pairs(con, day, day_end, snapshot=snapshot)
 
 
 def _ensure_columns(con: duckdb.DuckDBPyConnection) -> None:
@@ -474,8 +496,3 @@ def _ensure_columns(con: duckdb.DuckDBPyConnection) -> None:
         for f in TABLES[table]:
             if have and f.name not in have:
                 con.execute(f"ALTER TABLE {LAKE}.{table} ADD COLUMN {f.name} {ddl_type(f.type)}")
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

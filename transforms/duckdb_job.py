@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 
 import duckdb
 import pyarrow as pa
@@ -28,8 +28,16 @@ from lake.schema import (
     SPEED_BINS_SCHEMA,
     WINDOW_STATS_SCHEMA,
 )
+from transforms.measures import ALL_TYPES, pairs_table, with_arrival
 from transforms.segments import VisitsSegments
-from transforms.windows import CELL_FT, DWELL_MPH, FPS_TO_MPH, P85, SPEED_BIN_MPH, WindowGrid
+from transforms.windows import (
+    CELL_FT,
+    DWELL_MPH,
+    FPS_TO_MPH,
+    P85,
+    SPEED_BIN_MPH,
+    WindowGrid,
+)
 
 _names = itertools.count()
 _PERIOD_PART = {3600: "hour", 86400: "day"}
@@ -229,9 +237,6 @@ GROUP BY ALL
 ORDER BY sensor_id, traveler_type, hour_start, cell_x_ft, cell_y_ft
 """
 
-ALL_TYPES = "all"  # the traveler_type of peak-hour rows over every type
-
-
 @contextmanager
 def _session(con: duckdb.DuckDBPyConnection | None, tables: dict[str, pa.Table]) -> Iterator[tuple]:
     """Register ``tables`` under fresh view names on ``con`` (or a private connection)."""
@@ -247,10 +252,8 @@ def _session(con: duckdb.DuckDBPyConnection | None, tables: dict[str, pa.Table])
         yield con, views
     finally:
         for name in views.values():
-            try:
+            with suppress(duckdb.Error):
                 con.unregister(name)
-            except duckdb.Error:
-                pass
         if own:
             con.close()
 
@@ -284,7 +287,7 @@ def compute_windows_duckdb(
         window, volume 0, dwell 0 and NULL speeds for empty windows.
     """
     visits, segments = data
-    tables = {"v": visits, "s": segments, "w": grid.to_arrow(), "p": _pairs(pairs)}
+    tables = {"v": visits, "s": segments, "w": grid.to_arrow(), "p": pairs_table(pairs)}
     with _session(con, tables) as (c, views):
         params = [FPS_TO_MPH, DWELL_MPH, P85, grid.window_s, FPS_TO_MPH, FPS_TO_MPH, grid.step_s]
         out = c.execute(_WINDOWS_SQL.format(**views), params).to_arrow_table()
@@ -359,27 +362,8 @@ def occupancy_duckdb(events: pa.Table, hours_start, hours_end, *, visit_gap_s: f
     Returns:
         ``OCCUPANCY_SCHEMA`` rows sorted by sensor_id, traveler_type, hour_start, cell.
     """
-    with _session(None, {"e": _with_arrival(events)}) as (c, views):
+    with _session(None, {"e": with_arrival(events)}) as (c, views):
         gap_us = visit_gap_s * 1_000_000
         params = [gap_us, gap_us, CELL_FT, CELL_FT, CELL_FT, CELL_FT, hours_start, hours_end]
         out = c.execute(_OCCUPANCY_SQL.format(**views), params).to_arrow_table()
     return _cast(out, OCCUPANCY_SCHEMA)
-
-
-PAIRS_SCHEMA = pa.schema([pa.field("sensor_id", pa.int64(), nullable=False), pa.field("traveler_type", pa.string(), nullable=False)])
-
-
-def _pairs(pairs: pa.Table | None) -> pa.Table:
-    if pairs is None:
-        return PAIRS_SCHEMA.empty_table()
-    return pa.Table.from_arrays([pairs.column(f.name).cast(f.type) for f in PAIRS_SCHEMA], schema=PAIRS_SCHEMA)
-
-
-def _with_arrival(events: pa.Table) -> pa.Table:
-    """Events with ``kafka_partition``/``kafka_offset``; when missing, the row order is arrival."""
-    if "kafka_partition" in events.column_names and "kafka_offset" in events.column_names:
-        return events
-    n = events.num_rows
-    return events.append_column("kafka_partition", pa.array([0] * n, pa.int32())).append_column(
-        "kafka_offset", pa.array(range(n), pa.int64())
-    )

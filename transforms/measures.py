@@ -38,58 +38,64 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-from lake.schema import TS
+from lake.schema import ROLLUP_STATS_SCHEMA, SPEED_BINS_SCHEMA, TS
 
-# what a roll-up merges: one row per sensor, type and finer period
-PARTS_SCHEMA = pa.schema(
-    [
-        pa.field("sensor_id", pa.int64(), nullable=False),
-        pa.field("traveler_type", pa.string(), nullable=False),
-        pa.field("start", TS, nullable=False),
-        pa.field("windows", pa.int64(), nullable=False),
-        pa.field("volume", pa.int64(), nullable=False),
-        pa.field("speed_samples", pa.int64(), nullable=False),
-        pa.field("speed_sum_fps", pa.float64()),
-        pa.field("speed_min_fps", pa.float64()),
-        pa.field("speed_max_fps", pa.float64()),
-        pa.field("dwell_s", pa.float64()),
-        pa.field("dwell_visits", pa.int64()),
-    ]
-)
+ALL_TYPES = "all"  # the traveler_type of peak-hour rows over every type of a sensor
 
-PART_BINS_SCHEMA = pa.schema(
-    [
-        pa.field("sensor_id", pa.int64(), nullable=False),
-        pa.field("traveler_type", pa.string(), nullable=False),
-        pa.field("start", TS, nullable=False),
-        pa.field("bin_mph", pa.int32(), nullable=False),
-        pa.field("visits", pa.int64(), nullable=False),
-    ]
-)
+# the stored values a roll-up merges (added up, or min/max): columns of rollup_stats, and of
+# window_stats but for ``windows`` (1 per 15-minute row)
+MERGED_COLUMNS: tuple[str, ...] = (
+    "windows", "volume", "speed_samples", "speed_sum_fps", "speed_min_fps", "speed_max_fps", "dwell_s", "dwell_visits",
+)  # fmt: skip
+_KEY = [ROLLUP_STATS_SCHEMA.field("sensor_id"), ROLLUP_STATS_SCHEMA.field("traveler_type"), pa.field("start", TS, nullable=False)]
+
+# what a roll-up merges: one row per sensor, type and finer period (``start``), typed as in rollup_stats
+PARTS_SCHEMA = pa.schema([*_KEY, *(ROLLUP_STATS_SCHEMA.field(c) for c in MERGED_COLUMNS)])
+
+# their 5-mph histograms, typed as in speed_bins
+PART_BINS_SCHEMA = pa.schema([*_KEY, SPEED_BINS_SCHEMA.field("bin_mph"), SPEED_BINS_SCHEMA.field("visits")])
+
+
+def _conform(t: pa.Table, schema: pa.Schema, start: str = "start") -> pa.Table:
+    """The fields of ``schema`` taken from ``t`` and cast; the ``start`` field from the column named ``start``."""
+    return pa.Table.from_arrays(
+        [t.column(start if f.name == "start" else f.name).cast(f.type) for f in schema], schema=schema
+    )
 
 
 def parts_from_windows(window_stats: pa.Table) -> pa.Table:
     """``window_stats`` rows -> :data:`PARTS_SCHEMA` (each window counts as 1)."""
-    t = window_stats
-    n = t.num_rows
-    cols = {
-        "sensor_id": t.column("sensor_id"),
-        "traveler_type": t.column("traveler_type"),
-        "start": t.column("window_start"),
-        "windows": pa.array([1] * n, pa.int64()),
-    }
-    for name in PARTS_SCHEMA.names[4:]:
-        cols[name] = t.column(name)
-    return pa.Table.from_arrays([cols[f.name].cast(f.type) for f in PARTS_SCHEMA], schema=PARTS_SCHEMA)
+    ones = pa.array([1] * window_stats.num_rows, pa.int64())
+    return _conform(window_stats.append_column("windows", ones), PARTS_SCHEMA, "window_start")
 
 
 def parts_from_rollups(rollups: pa.Table) -> pa.Table:
     """``rollup_stats`` rows -> :data:`PARTS_SCHEMA` (``start`` = ``period_start``)."""
-    t = rollups.rename_columns(["start" if c == "period_start" else c for c in rollups.column_names])
-    return pa.Table.from_arrays([t.column(f.name).cast(f.type) for f in PARTS_SCHEMA], schema=PARTS_SCHEMA)
+    return _conform(rollups, PARTS_SCHEMA, "period_start")
 
 
 def part_bins(speed_bins: pa.Table) -> pa.Table:
     """``speed_bins`` rows -> :data:`PART_BINS_SCHEMA` (``start`` = ``window_start``)."""
-    t = speed_bins.rename_columns(["start" if c == "window_start" else c for c in speed_bins.column_names])
-    return pa.Table.from_arrays([t.column(f.name).cast(f.type) for f in PART_BINS_SCHEMA], schema=PART_BINS_SCHEMA)
+    return _conform(speed_bins, PART_BINS_SCHEMA, "window_start")
+
+
+# (sensor_id, traveler_type) pairs that get a window row even with no visit (zero-filled)
+PAIRS_SCHEMA = pa.schema([ROLLUP_STATS_SCHEMA.field("sensor_id"), ROLLUP_STATS_SCHEMA.field("traveler_type")])
+
+
+def pairs_table(pairs: pa.Table | None) -> pa.Table:
+    """``pairs`` (any table with sensor_id and traveler_type) as :data:`PAIRS_SCHEMA`; None = none."""
+    if pairs is None:
+        return PAIRS_SCHEMA.empty_table()
+    return _conform(pairs, PAIRS_SCHEMA)
+
+
+def with_arrival(events: pa.Table) -> pa.Table:
+    """Events with ``kafka_partition``/``kafka_offset`` (what breaks ties on equal ``ts``); when
+    missing, the row order is the arrival order."""
+    if "kafka_partition" in events.column_names and "kafka_offset" in events.column_names:
+        return events
+    n = events.num_rows
+    return events.append_column("kafka_partition", pa.array([0] * n, pa.int32())).append_column(
+        "kafka_offset", pa.array(range(n), pa.int64())
+    )

@@ -20,9 +20,16 @@ from lake.schema import (
     SPEED_BINS_SCHEMA,
     WINDOW_STATS_SCHEMA,
 )
-from transforms.duckdb_job import ALL_TYPES, _pairs, _with_arrival
+from transforms.measures import ALL_TYPES, pairs_table, with_arrival
 from transforms.segments import VisitsSegments
-from transforms.windows import CELL_FT, DWELL_MPH, FPS_TO_MPH, P85, SPEED_BIN_MPH, WindowGrid
+from transforms.windows import (
+    CELL_FT,
+    DWELL_MPH,
+    FPS_TO_MPH,
+    P85,
+    SPEED_BIN_MPH,
+    WindowGrid,
+)
 
 _VISIT_KEY = ["sensor_id", "traveler_id", "visit_start"]
 _PERIOD_EVERY = {3600: "1h", 86400: "1d"}
@@ -101,7 +108,7 @@ def compute_windows_polars(
         pl.col("dwell_s").sort(nulls_last=True).sum().alias("dwell_s"),
         (pl.col("dwell_s") > 0).sum().cast(pl.Int64).alias("dwell_visits"),
     )
-    every = pl.concat([vw.select("sensor_id", "traveler_type"), pl.from_arrow(_pairs(pairs))]).unique()
+    every = pl.concat([vw.select("sensor_id", "traveler_type"), pl.from_arrow(pairs_table(pairs))]).unique()
     mean = pl.col("speed_sum_fps") / pl.col("speed_samples")
     out = (
         every.join(windows, how="cross")
@@ -259,7 +266,7 @@ def occupancy_polars(events: pa.Table, hours_start: datetime, hours_end: datetim
     key = ["sensor_id", "traveler_id"]
     gap_us = visit_gap_s * 1_000_000
     ev = (
-        pl.from_arrow(_with_arrival(events))
+        pl.from_arrow(with_arrival(events))
         .sort(*key, "ts", "kafka_partition", "kafka_offset")
         .unique(subset=[*key, "ts"], keep="first", maintain_order=True)
     )

@@ -44,11 +44,11 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 import pyarrow as pa
 
-from lake.schema import TS
+from lake.schema import TS, as_utc  # as_utc: naive = UTC, aware -> UTC (re-exported)
 from sensorlake.events import ts_from_us, ts_to_us
 from sensorlake.kinematics import FPS_TO_MPH
 
@@ -80,17 +80,6 @@ WINDOWS_SCHEMA = pa.schema(
 )
 
 
-def as_utc(ts: datetime) -> datetime:
-    """An aware UTC datetime: a naive one is taken as UTC, an aware one is converted.
-
-    >>> as_utc(datetime(2026, 11, 30, 14, 0)).isoformat()
-    '2026-11-30T14:00:00+00:00'
-    """
-    if ts.tzinfo is None:
-        return ts.replace(tzinfo=UTC)
-    return ts.astimezone(UTC)
-
-
 def step_for(window_s: int, step_s: int) -> int:
     """The step of ``window_s`` windows for a configured ``step_s``: ``min(step_s, window_s)``.
 
@@ -111,6 +100,7 @@ def step_for(window_s: int, step_s: int) -> int:
 def floor_to_step(ts: datetime, step_s: int) -> datetime:
     """Floor ``ts`` to a multiple of ``step_s`` seconds since the UTC epoch (naive = UTC).
 
+    >>> from datetime import UTC
     >>> floor_to_step(datetime(2026, 11, 30, 14, 7, 31, tzinfo=UTC), 900).isoformat()
     '2026-11-30T14:00:00+00:00'
     """

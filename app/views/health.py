@@ -48,7 +48,7 @@ def main() -> None:
                 .mark_bar()
                 .encode(x=alt.X("records:Q", axis=alt.Axis(tickMinStep=1, format="d")),
                         y=alt.Y("reason:N", sort="-x", axis=alt.Axis(labelLimit=300)),
-                        tooltip=["reason", "records"]),  # fmt: skip
+                        tooltip=["reason", "records"]),
                 width="stretch",
             )
         else:
@@ -57,8 +57,7 @@ def main() -> None:
         st.warning(kafka_res.get("dlq_error", "DLQ unavailable"))
 
     st.subheader("Lake")
-    if not lake_res["ok"]:
-        st.warning(f"Lake not readable: {lake_res['error']}")
+    if not ui.lake_ok(lake_res):
         return
     snaps = lake_res["snapshots"]
     if snaps:
@@ -79,7 +78,7 @@ def main() -> None:
             .mark_bar()
             .encode(x=alt.X("files:Q", axis=alt.Axis(tickMinStep=1, format="d")),
                     y=alt.Y("where:N", title=None, sort="-x", axis=alt.Axis(labelLimit=400)), color="table:N",
-                    tooltip=["table", "partition", "files", "bytes", "delete_files"]),  # fmt: skip
+                    tooltip=["table", "partition", "files", "bytes", "delete_files"]),
             width="stretch",
         )
         st.dataframe(files, hide_index=True, width="stretch")

@@ -7,7 +7,7 @@ with the long axis horizontal.
 
 from __future__ import annotations
 
-from datetime import UTC, timedelta
+from datetime import timedelta
 
 import altair as alt
 import polars as pl
@@ -21,8 +21,7 @@ def main() -> None:
     settings = ui.settings_or_stop()
     st.title("Heatmap")
     opts = ui.occupancy_options(settings)
-    if not opts["ok"]:
-        st.warning(f"Lake not readable: {opts['error']}")
+    if not ui.lake_ok(opts):
         return
     rows: pl.DataFrame = opts["rows"]
     if rows.height == 0:
@@ -34,16 +33,11 @@ def main() -> None:
         picked = st.multiselect("Traveler types (none = all)", mine["traveler_type"].unique().sort().to_list())
         lo = ui.naive_utc(mine["hour_start"].min())
         hi = ui.naive_utc(mine["hour_start"].max()) + timedelta(hours=1)
-        hours = st.slider(
-            "Hours (UTC)", min_value=lo, max_value=hi, value=(lo, hi), step=timedelta(hours=1),
-            format="YYYY-MM-DD HH:mm",
-        ) if hi - lo > timedelta(hours=1) else (lo, hi)  # fmt: skip
+        start, end = ui.utc_range("Hours (UTC)", lo, hi, step=timedelta(hours=1))
         log_scale = st.toggle("Log colour scale", value=True)
-    start, end = (t.replace(tzinfo=UTC) for t in hours)
     types = tuple(picked) or None
     res = ui.occupancy(settings, int(sensor), start, end, types)
-    if not res["ok"]:
-        st.warning(f"Lake not readable: {res['error']}")
+    if not ui.lake_ok(res):
         return
     grid = ui.frame(res["grid"]).filter(pl.col("occupancy_s") > 0)
     st.caption(

@@ -8,7 +8,7 @@ zero-filled; speed bins are zero-filled between 0 and the fastest bin.
 
 from __future__ import annotations
 
-from datetime import UTC, timedelta
+from datetime import timedelta
 
 import altair as alt
 import polars as pl
@@ -46,8 +46,7 @@ def main() -> None:
     settings = ui.settings_or_stop()
     st.title("History")
     extent = ui.lake_extent(settings)
-    if not extent["ok"]:
-        st.warning(f"Lake not readable: {extent['error']}")
+    if not ui.lake_ok(extent):
         return
     if extent["min_start"] is None:
         st.info("The lake has no derived rows yet: run `sensorlake transform --start ... --end ...` first.")
@@ -62,14 +61,11 @@ def main() -> None:
         if period_s == 86400:
             lo = lo.replace(hour=0)
             hi = hi.replace(hour=0) + timedelta(days=1)
-        picked = st.slider(
-            "Time range (UTC)", min_value=lo, max_value=hi, value=(max(lo, hi - timedelta(days=1)), hi),
-            step=timedelta(minutes=15), format="YYYY-MM-DD HH:mm",
-        )  # fmt: skip
-    start, end = (t.replace(tzinfo=UTC) for t in picked)
+        start, end = ui.utc_range(
+            "Time range (UTC)", lo, hi, step=timedelta(minutes=15), value=(max(lo, hi - timedelta(days=1)), hi)
+        )
     res = ui.history(settings, start, end, period_s, sensors, types)
-    if not res["ok"]:
-        st.warning(f"Lake not readable: {res['error']}")
+    if not ui.lake_ok(res):
         return
     stats = ui.frame(res["stats"])
     t_col = "period_start" if period_s >= 3600 else "window_start"
@@ -102,7 +98,7 @@ def main() -> None:
             .mark_rect()
             .encode(x=x, x2=x2, y=alt.Y("y0:Q", title="volume (visits)"), y2="y1:Q",
                     color=alt.Color("traveler_type:N", title="type"),
-                    tooltip=[f"{t_col}:T", "traveler_type", "volume"]),  # fmt: skip
+                    tooltip=[f"{t_col}:T", "traveler_type", "volume"]),
             width="stretch",
         )
     with right:
@@ -115,7 +111,7 @@ def main() -> None:
                 .mark_line(point=True)
                 .encode(x=x, y=alt.Y(f"{p85_col}:Q", title="p85 speed (mph)"),
                         color=alt.Color("series:N", title="sensor · type"),
-                        tooltip=[f"{t_col}:T", "sensor_id", "traveler_type", p85_col, "speed_samples"]),  # fmt: skip
+                        tooltip=[f"{t_col}:T", "sensor_id", "traveler_type", p85_col, "speed_samples"]),
                 width="stretch",
             )
         else:
@@ -130,7 +126,7 @@ def main() -> None:
                 .encode(x=alt.X("bin_mph:O", title="speed bin, mph (lower edge)"),
                         y=alt.Y("visits:Q", title="visits", stack=True),
                         color=alt.Color("traveler_type:N", title="type"),
-                        tooltip=["bin_mph", "traveler_type", "visits"]),  # fmt: skip
+                        tooltip=["bin_mph", "traveler_type", "visits"]),
                 width="stretch",
             )
     with right:
@@ -140,7 +136,7 @@ def main() -> None:
             .mark_rect()
             .encode(x=x, x2=x2, y=alt.Y("y0:Q", title="share of volume", axis=alt.Axis(format="%")), y2="y1:Q",
                     color=alt.Color("traveler_type:N", title="type"),
-                    tooltip=[f"{t_col}:T", "traveler_type", "volume", alt.Tooltip("share:Q", format=".1%")]),  # fmt: skip
+                    tooltip=[f"{t_col}:T", "traveler_type", "volume", alt.Tooltip("share:Q", format=".1%")]),
             width="stretch",
         )
     st.subheader("Peak hour factor per sensor and day")

@@ -25,7 +25,8 @@ def main() -> None:
         )  # fmt: skip
         auto = st.toggle("Auto refresh", value=True)
         every_s = st.select_slider("Every (s)", [2, 5, 10, 30, 60], value=5, disabled=not auto)
-    base = ui.live_active(settings, minutes, anchor, None, None)
+    # one cached load serves the filters' options and every refresh of the panel
+    base = ui.live_active(settings, minutes, anchor)
     options = base.get("options", []) if base["ok"] else []
     sensors, types = ui.filters_sidebar(
         [r["sensor_id"] for r in options], list({r["traveler_type"] for r in options}), key="live"
@@ -33,12 +34,15 @@ def main() -> None:
 
     @st.fragment(run_every=every_s if auto else None)
     def panel() -> None:
-        res = ui.live_active(settings, minutes, anchor, sensors, types)
+        res = ui.live_active(settings, minutes, anchor)
         if not res["ok"]:
             st.warning(f"{res['error']}. Live metrics are unavailable; the lake pages still work.")
             return
         st.caption(f"Travelers seen in the {minutes} min before {res['now']:%Y-%m-%d %H:%M:%S} UTC (PostgreSQL)")
-        rows = res["rows"]
+        rows = [  # one row per sensor and type: the filters pick rows
+            r for r in res["rows"]
+            if (sensors is None or r["sensor_id"] in sensors) and (types is None or r["traveler_type"] in types)
+        ]  # fmt: skip
         if not rows:
             st.info("No active travelers in this period.")
             return

@@ -14,6 +14,7 @@ from lake.reader import read_movements, read_window_stats
 from lake.schema import DERIVED_TABLES, MOVEMENTS_SCHEMA, WINDOW_STATS_SCHEMA
 from sensorlake.errors import InputError
 from sensorlake.settings import Settings
+from tests.lakes import insert_events
 from transforms import (
     WindowGrid,
     build_visits_segments,
@@ -49,13 +50,7 @@ def insert(settings: Settings, rows: list[tuple]) -> None:
             cols[name].append(v)
         cols["kafka_partition"].append(0)
         cols["kafka_offset"].append(next(_offset))
-    table = pa.Table.from_pydict(cols, schema=MOVEMENTS_SCHEMA)
-    con = connect(settings)
-    try:
-        con.register("new_events", table)
-        con.execute("INSERT INTO lake.movements SELECT * FROM new_events")
-    finally:
-        con.close()
+    insert_events(settings, pa.Table.from_pydict(cols, schema=MOVEMENTS_SCHEMA))
 
 
 def synthetic(seed: int = 7, travelers: int = 120) -> list[tuple]:
@@ -328,6 +323,24 @@ def test_a_scheduled_hour_keeps_the_day_consistent(settings: Settings) -> None:
     res = run_transform(settings, at(47), at(107))
     assert res.range_start == at(47) and res.chunks == 1
     assert every_table(settings) == full
+
+
+def test_a_whole_day_and_one_hour_of_it_agree_on_the_day_pairs(settings: Settings) -> None:
+    # a whole-day run takes the day's (sensor, type) pairs from the events it read, a one-hour
+    # run reads them from the lake: a traveler reclassified car -> truck at 14:00 leaves a
+    # "car" pair with no visit, which both runs must zero-fill the same way
+    rows = synthetic(seed=19, travelers=20)
+    rows += [(9, "re", "car", at(k / 10), k * 4.0, 0.0) for k in range(20)]
+    rows += [(9, "re", "truck", at(2 + k / 10), 80.0 + k * 4.0, 0.0) for k in range(20)]
+    insert(settings, rows)
+    day = T0.replace(hour=0)
+    run_transform(settings, day, day + timedelta(days=1), windows_s=[900])
+    full = every_table(settings)
+    cars = [r for r in full["window_stats"] if (r["sensor_id"], r["traveler_type"]) == (9, "car")]
+    assert len(cars) == 96 and not any(r["volume"] for r in cars)  # every quarter of the day, zero
+    res = run_transform(settings, at(60), at(120), windows_s=[900])
+    assert res.chunks == 1
+    assert_same_tables(every_table(settings), full)
 
 
 def test_a_backfill_over_midnight_runs_in_day_chunks(settings: Settings) -> None:

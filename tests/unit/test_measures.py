@@ -13,9 +13,15 @@ from datetime import UTC, datetime, timedelta
 import pyarrow as pa
 import pytest
 
+import lake.schema
 import transforms.measures
 import transforms.windows
-from lake.schema import OCCUPANCY_SCHEMA, PEAK_HOUR_SCHEMA, ROLLUP_STATS_SCHEMA, SPEED_BINS_SCHEMA
+from lake.schema import (
+    OCCUPANCY_SCHEMA,
+    PEAK_HOUR_SCHEMA,
+    ROLLUP_STATS_SCHEMA,
+    SPEED_BINS_SCHEMA,
+)
 from transforms import duckdb_job, polars_job
 from transforms.measures import PART_BINS_SCHEMA, PARTS_SCHEMA, parts_from_rollups
 from transforms.segments import SEGMENTS_SCHEMA, VISITS_SCHEMA, build_visits_segments
@@ -64,7 +70,7 @@ def one_segment_visits(speeds_fps: list[float], types: list[str], start: datetim
 
 
 def test_doctests_of_the_pure_modules() -> None:
-    for mod in (transforms.windows, transforms.measures):
+    for mod in (lake.schema, transforms.windows, transforms.measures):
         assert doctest.testmod(mod).failed == 0
 
 
