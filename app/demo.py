@@ -175,7 +175,7 @@ def run_demo(settings: Settings, *, source: str | None, consumers: int, console:
 def _print(out: Console, s: DemoSummary, stats) -> None:
     t = Table(title=f"sensorlake demo: {s.source}", show_header=False)
     t.add_row("events produced (Kafka high watermarks)", f"{s.produced:,}")
-    t.add_row("producer rate", f"{stats.events_per_s:,.0f} events/s")
+    t.add_row("producer rate (first send to last broker ack)", f"{stats.events_per_s:,.0f} events/s")
     t.add_row("events in the lake / distinct offsets", f"{s.in_lake:,} / {s.distinct_offsets:,}")
     t.add_row("records in the DLQ", f"{s.in_dlq:,}")
     t.add_row("travelers (visits) in PostgreSQL", f"{s.travelers_in_pg:,}")
