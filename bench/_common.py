@@ -228,6 +228,65 @@ def worker_cmd(module: str, *args: str) -> list[str]:
     return [sys.executable, "-m", module, *args]
 
 
+# --------------------------------------------------------------------------- services
+# (also the test suite's: tests/conftest.py checks the stack and creates its private topics
+# with these, so the benchmarks and the tests see the stack the same way)
+def unreachable_services(settings: Any) -> list[str]:
+    """One line per service of ``settings`` (Kafka, PostgreSQL, Redis) that does not answer
+    a real request; empty when all three do."""
+    import psycopg
+    import redis
+    from confluent_kafka.admin import AdminClient
+
+    problems = []
+    try:
+        AdminClient({"bootstrap.servers": settings.kafka_bootstrap}).list_topics(timeout=10)
+    except Exception as exc:  # noqa: BLE001 - reported, whatever it is
+        problems.append(f"kafka {settings.kafka_bootstrap}: {exc}")
+    try:
+        with psycopg.connect(settings.pg_dsn, connect_timeout=5) as c:
+            c.execute("SELECT 1")
+    except Exception as exc:  # noqa: BLE001
+        problems.append(f"postgres: {str(exc).splitlines()[0]}")
+    try:
+        r = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=5)
+        try:
+            r.ping()
+        finally:
+            r.close()
+    except Exception as exc:  # noqa: BLE001
+        problems.append(f"redis: {exc}")
+    return problems
+
+
+def create_topics(
+    settings: Any, partitions: int, *, config: dict[str, str] | None = None,
+    dlq_config: dict[str, str] | None = None, timeout_s: float = 30.0,
+) -> None:  # fmt: skip
+    """Create ``settings.topic`` with ``partitions`` and ``settings.dlq_topic`` with one (topic
+    ``config`` / ``dlq_config``, e.g. ``{"max.message.bytes": "4000000"}``); return once both
+    are visible and every partition of the topic has a leader."""
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
+    futures = admin.create_topics(
+        [NewTopic(settings.topic, partitions, 1, config=config or {}),
+         NewTopic(settings.dlq_topic, 1, 1, config=dlq_config or {})],
+        operation_timeout=timeout_s,
+    )  # fmt: skip
+    for f in futures.values():
+        f.result(timeout=timeout_s)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        md = admin.list_topics(timeout=10)
+        t = md.topics.get(settings.topic)
+        if (t and len(t.partitions) == partitions and settings.dlq_topic in md.topics
+                and all(pm.leader >= 0 for pm in t.partitions.values())):  # fmt: skip
+            return
+        time.sleep(0.2)
+    raise RuntimeError(f"topics {settings.topic}, {settings.dlq_topic} not visible after {timeout_s:.0f} s")
+
+
 # --------------------------------------------------------------------------- workspace
 class Workspace:
     """A private topic plus any number of private *sinks* (live database, catalog database,
@@ -263,45 +322,15 @@ class Workspace:
 
     # -- services
     def _check_services(self) -> None:
-        import psycopg
-        import redis
-        from confluent_kafka.admin import AdminClient
-
-        s = self.base
-        problems = []
-        try:
-            AdminClient({"bootstrap.servers": s.kafka_bootstrap}).list_topics(timeout=10)
-        except Exception as exc:  # noqa: BLE001
-            problems.append(f"kafka {s.kafka_bootstrap}: {exc}")
-        try:
-            with psycopg.connect(s.pg_dsn, connect_timeout=5) as c:
-                c.execute("SELECT 1")
-        except Exception as exc:  # noqa: BLE001
-            problems.append(f"postgres: {str(exc).splitlines()[0]}")
-        try:
-            redis.Redis.from_url(s.redis_url, socket_connect_timeout=5).ping()
-        except Exception as exc:  # noqa: BLE001
-            problems.append(f"redis: {exc}")
+        problems = unreachable_services(self.base)
         if problems:
             shutil.rmtree(self.dir, ignore_errors=True)
             raise SystemExit("local stack not reachable (run `sensorlake stack up`): " + "; ".join(problems))
 
     def _create_topics(self) -> None:
-        from confluent_kafka.admin import AdminClient, NewTopic
-
         s = self.settings
-        admin = AdminClient({"bootstrap.servers": s.kafka_bootstrap})
         self._topics += [s.topic, s.dlq_topic]
-        fs = admin.create_topics([NewTopic(s.topic, self.partitions, 1), NewTopic(s.dlq_topic, 1, 1)], operation_timeout=30)
-        for f in fs.values():
-            f.result(timeout=30)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            t = admin.list_topics(timeout=10).topics.get(s.topic)
-            if t and len(t.partitions) == self.partitions:
-                return
-            time.sleep(0.2)
-        raise RuntimeError(f"topic {s.topic} not visible after 30 s")
+        create_topics(s, self.partitions)
 
     def sink(self, name: str, *, catalog: bool = True, **overrides: Any):
         """Settings for one contender: its own consumer group, live and catalog databases,
@@ -366,14 +395,9 @@ class Workspace:
             try:
                 r = redis.Redis.from_url(self.base.redis_url)
                 for ns in self._namespaces:
-                    batch = []
-                    for k in r.scan_iter(match=f"{ns}:*", count=5000):
-                        batch.append(k)
-                        if len(batch) >= 5000:
-                            r.delete(*batch)
-                            batch = []
-                    if batch:
-                        r.delete(*batch)
+                    keys = list(r.scan_iter(match=f"{ns}:*", count=5000))
+                    for i in range(0, len(keys), 5000):
+                        r.delete(*keys[i : i + 5000])
                 r.close()
             except Exception as exc:  # noqa: BLE001
                 errors.append(f"redis: {exc}")
@@ -543,8 +567,8 @@ def lake_check(settings: Any) -> dict[str, int]:
         ).fetchone()
         stored = con.execute(
             "SELECT coalesce(sum(n), 0) FROM (SELECT max(next_offset) AS n FROM lake.ingest_offsets "
-            "WHERE consumer_group = ? AND topic = ? GROUP BY kafka_partition)",
-            [settings.consumer_group, settings.topic],
+            "WHERE topic = ? GROUP BY kafka_partition)",  # the topic's offsets, whichever group wrote them
+            [settings.topic],
         ).fetchone()[0]
         files = con.execute("SELECT count(*) FROM ducklake_list_files('lake', 'movements')").fetchone()[0]
     finally:

@@ -51,10 +51,7 @@ def produce(args: argparse.Namespace) -> None:
 
     s = _settings()
     load = Load(**json.loads(args.load))
-    if args.paced_rate:
-        plans = paced_plans(args.paced_rate, load)
-    else:
-        plans = load_plans(load)
+    plans = paced_plans(args.paced_rate, load) if args.paced_rate else load_plans(load)
     mine = split_plans(plans, args.workers, args.index)
     events = events_of(mine, jitter_ft=load.jitter_ft, seed=load.seed + args.index)
     t0 = time.monotonic()

@@ -1,6 +1,7 @@
 """Agreement of sensorlake's time-weighted mean speed with each dataset's own speed column.
 
-Run: python bench/ground_truth.py [--data ../shared/data]
+Run: python bench/ground_truth.py [--data DIR]   (default: $SENSORLAKE_SHARED_DATA, else
+../shared/data beside the checkout)
 
 For every visit lasting at least 2 s, compares distance_ft / duration_s (merged segments,
 ``SENSORLAKE_MIN_SEGMENT_S``) with the time average (trapezoidal rule) of the dataset's
@@ -10,7 +11,11 @@ relative error per dataset.
 
 from __future__ import annotations
 
+if __package__ in (None, ""):  # run as a script: bench/ must not shadow the ingest / transforms packages
+    import _bootstrap  # noqa: F401 - takes bench/ off sys.path, puts the repository first
+
 import argparse
+import os
 from pathlib import Path
 
 import numpy as np
@@ -54,7 +59,8 @@ def agreement(path: Path, settings: Settings) -> tuple[int, float, float, float]
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data")
+    default = os.environ.get("SENSORLAKE_SHARED_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data"
+    ap.add_argument("--data", type=Path, default=Path(default))
     args = ap.parse_args()
     s = Settings.from_env()
     print(f"min_segment_s={s.min_segment_s}  visit_gap_s={s.visit_gap_s}")

@@ -31,13 +31,8 @@ behind its schedule is included (it is part of "event time -> visible").
 
 from __future__ import annotations
 
-if __package__ in (None, ""):  # run as a script: keep bench/ off sys.path, repository first
-    import sys
-    from pathlib import Path
-
-    _root = Path(__file__).resolve().parents[1]
-    sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _root / "bench"]
-    sys.path.insert(0, str(_root))
+if __package__ in (None, ""):  # run as a script: bench/ must not shadow the ingest / transforms packages
+    import _bootstrap  # noqa: F401 - takes bench/ off sys.path, puts the repository first
 
 import argparse
 import dataclasses

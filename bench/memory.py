@@ -21,13 +21,8 @@ the output says how long the full 20M would take at the measured rate.
 
 from __future__ import annotations
 
-if __package__ in (None, ""):  # run as a script: keep bench/ off sys.path, repository first
-    import sys
-    from pathlib import Path
-
-    _root = Path(__file__).resolve().parents[1]
-    sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _root / "bench"]
-    sys.path.insert(0, str(_root))
+if __package__ in (None, ""):  # run as a script: bench/ must not shadow the ingest / transforms packages
+    import _bootstrap  # noqa: F401 - takes bench/ off sys.path, puts the repository first
 
 import argparse
 import dataclasses
@@ -57,6 +52,61 @@ from bench._common import (
 FULL_N = 20_000_000
 
 
+def sample_until_done(consumer, producers, watcher, n: int, *, interval_s: float, timeout_s: float) -> list[dict]:
+    """Every ``interval_s``: the consumer's RSS and CPU and the events committed, until all
+    ``n`` are committed (then the consumer is stopped with SIGTERM) or it exits."""
+    samples: list[dict] = []
+    t0 = time.monotonic()
+    next_print = 0.1
+    while True:
+        for p in producers:
+            if p.poll():
+                p.check()
+        if consumer.poll():
+            consumer.check()
+            return samples
+        rss, cpu = proc_rss_mb(consumer.pid), proc_cpu_s(consumer.pid)
+        done = watcher.committed()
+        t = time.monotonic() - t0
+        if rss is not None and done >= 0:
+            samples.append({"t_s": round(t, 2), "events": done, "rss_mb": round(rss, 1), "cpu_s": cpu})
+        if rss is not None and done >= next_print * n:
+            print(f"  {done:>12,} events  {t:7.0f} s  RSS {rss:6.0f} MB  load {load_avg()}", flush=True)
+            while next_print * n <= done:
+                next_print += 0.1
+        if done >= n:
+            consumer.terminate()
+            consumer.wait(120)
+            consumer.check()
+            return samples
+        if t > timeout_s:
+            raise TimeoutError(f"{done:,} of {n:,} events after {t:.0f} s")
+        time.sleep(interval_s)
+
+
+def decile_trend(ev: np.ndarray, rss: np.ndarray, n: int) -> tuple[list[list], float | None, float | None, float | None]:
+    """RSS min / median / max per tenth of the ``n`` events (RSS saws up and down with every
+    lake micro-batch, so deciles are compared, not single samples), and the trend after the
+    first (warm-up) tenth: (table rows, median of the 2nd tenth, least-squares slope of the
+    medians in MB per million events, growth it implies from 10% to 100%)."""
+    rows, medians, centres = [], [], []
+    for q in range(10):
+        m = (ev >= q * n / 10) & ((ev < (q + 1) * n / 10) if q < 9 else (ev <= n)) & (rss > 0)
+        if not m.any():
+            continue
+        med = float(np.median(rss[m]))
+        rows.append([f"{q * 10}-{(q + 1) * 10}%", int(m.sum()), float(rss[m].min()), med, float(rss[m].max())])
+        if q >= 1:  # the first decile is warm-up
+            medians.append(med)
+            centres.append((q + 0.5) * n / 10 / 1e6)
+    if len(medians) >= 3:
+        slope = float(np.polyfit(centres, medians, 1)[0])
+        return rows, medians[0], slope, slope * 0.9 * n / 1e6
+    if medians:
+        return rows, medians[0], 0.0, medians[-1] - medians[0]
+    return rows, None, None, None
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description="Consumer RSS over N events (see the module doc).")
     ap.add_argument("--events", type=int, default=FULL_N, help=f"events (default {FULL_N:,})")
@@ -79,7 +129,6 @@ def main(argv: list[str] | None = None) -> int:
     print(f"load: {load.describe()}; {args.partitions} partitions; {args.producers} producer process(es) alongside")
     load0 = load_avg()
     print(f"load average at start: {load0}")
-    samples: list[dict] = []
     with Workspace("memory", partitions=args.partitions) as ws:
         s = ws.sink("sl")
         env = s.to_env()
@@ -90,33 +139,8 @@ def main(argv: list[str] | None = None) -> int:
         ]  # fmt: skip
         consumer = spawn("consumer", consumer_cmd(60.0), env, ws.dir)
         watcher = CommitWatcher(s, s.consumer_group, args.partitions)
-        t0 = time.monotonic()
         try:
-            next_print = 0.1
-            while True:
-                for p in producers:
-                    if p.poll():
-                        p.check()
-                if consumer.poll():
-                    consumer.check()
-                    break
-                rss, cpu = proc_rss_mb(consumer.pid), proc_cpu_s(consumer.pid)
-                done = watcher.committed()
-                t = time.monotonic() - t0
-                if rss is not None and done >= 0:
-                    samples.append({"t_s": round(t, 2), "events": done, "rss_mb": round(rss, 1), "cpu_s": cpu})
-                    if done >= next_print * n:
-                        print(f"  {done:>12,} events  {t:7.0f} s  RSS {rss:6.0f} MB  load {load_avg()}", flush=True)
-                        while next_print * n <= done:
-                            next_print += 0.1
-                if done >= n:
-                    consumer.terminate()
-                    consumer.wait(120)
-                    consumer.check()
-                    break
-                if t > args.timeout:
-                    raise TimeoutError(f"{done:,} of {n:,} events after {t:.0f} s")
-                time.sleep(args.sample)
+            samples = sample_until_done(consumer, producers, watcher, n, interval_s=args.sample, timeout_s=args.timeout)
             for p in producers:
                 p.wait(60)
                 p.check()
@@ -135,26 +159,8 @@ def main(argv: list[str] | None = None) -> int:
     rate = None
     if first_commit and last and last["t_s"] > first_commit["t_s"]:
         rate = (last["events"] - first_commit["events"]) / (last["t_s"] - first_commit["t_s"])
-    # RSS saws up and down with every lake micro-batch, so compare deciles of the run
-    # (by events committed), not single samples: min / median / max per decile
-    rows, medians, centres = [], [], []
-    for q in range(10):
-        m = (ev >= q * n / 10) & ((ev < (q + 1) * n / 10) if q < 9 else (ev <= n)) & (rss > 0)
-        if not m.any():
-            continue
-        med = float(np.median(rss[m]))
-        rows.append([f"{q * 10}-{(q + 1) * 10}%", int(m.sum()), float(rss[m].min()), med, float(rss[m].max())])
-        if q >= 1:  # the first decile is warm-up
-            medians.append(med)
-            centres.append((q + 0.5) * n / 10 / 1e6)
+    rows, rss10, slope, growth = decile_trend(ev, rss, n)
     warm = (ev >= 0.1 * n) & (rss > 0)
-    slope = growth = rss10 = None
-    if len(medians) >= 3:
-        slope = float(np.polyfit(centres, medians, 1)[0])  # MB per million events
-        rss10 = medians[0]
-        growth = slope * 0.9 * n / 1e6
-    elif len(medians) >= 1:
-        rss10, slope, growth = medians[0], 0.0, medians[-1] - medians[0]
     flat = growth is not None and abs(growth) < args.flat_tolerance * rss10
     peak = consumer.maxrss_mb or float(rss.max() if rss.size else 0)
     print()

@@ -19,13 +19,8 @@ in ``bench/results/`` unless ``--out -``.
 
 from __future__ import annotations
 
-if __package__ in (None, ""):  # run as a script: keep bench/ off sys.path, repository first
-    import sys
-    from pathlib import Path
-
-    _root = Path(__file__).resolve().parents[1]
-    sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _root / "bench"]
-    sys.path.insert(0, str(_root))
+if __package__ in (None, ""):  # run as a script: bench/ must not shadow the ingest / transforms packages
+    import _bootstrap  # noqa: F401 - takes bench/ off sys.path, puts the repository first
 
 import argparse
 import re
@@ -160,9 +155,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--native", action="store_true", help="also sample native (C/C++) frames")
     ap.add_argument("--cpu", action="store_true", help="CPU only: leave out samples where the thread waits (no --idle)")
     ap.add_argument("--top", type=int, default=25)
-    ap.add_argument("--out", default=None, help="raw profile path (default bench/results/profile-consumer.raw.txt; '-' = temp)")
-    ap.add_argument("--json", default=None, help="summary file (default bench/results/profile.json; '-' = none)")
+    ap.add_argument("--out", default=None, help="raw profile path (default bench/results/profile-consumer[-cpu].raw.txt; '-' = temp)")
+    ap.add_argument("--json", default=None, help="summary file (default bench/results/profile[-cpu].json; '-' = none)")
     args = ap.parse_args(argv)
+    suffix = "-cpu" if args.cpu else ""  # wall and CPU profiles are kept side by side
     spy = shutil.which("py-spy")
     if not spy:
         raise SystemExit("py-spy not found: pip install py-spy")
@@ -175,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     load0 = load_avg()
     print(f"load average at start: {load0}")
     with Workspace("profile", partitions=args.partitions) as ws:
-        raw = ws.dir / "profile.raw.txt" if args.out == "-" else Path(args.out or RESULTS / "profile-consumer.raw.txt")
+        raw = ws.dir / "profile.raw.txt" if args.out == "-" else Path(args.out or RESULTS / f"profile-consumer{suffix}.raw.txt")
         raw.parent.mkdir(parents=True, exist_ok=True)
         print("filling the topic ...", flush=True)
         fill_topic(ws.settings, load, workers=2, workdir=ws.dir)
@@ -263,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
         "inclusive": [{"function": f, "file": fl, "samples": c} for (f, fl), c in summ["inclusive"]],
         "load_before": load0, "load_after": load1,
     }  # fmt: skip
-    path = write_json("profile", result, args.json)
+    path = write_json(f"profile{suffix}", result, args.json)
     if path:
         print(f"summary: {path}")
     return 0

@@ -1,20 +1,24 @@
 """Shared fixtures. Integration tests talk to the real local stack (`sensorlake stack up`);
-each gets its own topics, PostgreSQL databases, lake directory and Redis namespace."""
+each gets its own topics, PostgreSQL databases, lake directory and Redis namespace
+(:func:`isolated_on`, also used by the fault tests on their private stack). The stack probe
+and the topic creation are ``bench._common``'s, so benchmarks and tests share them."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
-import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
 import pytest
 import redis
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient
 
+from bench._common import create_topics, unreachable_services
 from sensorlake.settings import Settings
 
 REPO = Path(__file__).resolve().parents[1]
@@ -42,83 +46,72 @@ def base_settings() -> Settings:
 @pytest.fixture(scope="session")
 def services(base_settings: Settings) -> Settings:
     """Fail (not skip) when the stack is down: these tests are the point of CI."""
-    s = base_settings
-    problems = []
-    try:
-        AdminClient({"bootstrap.servers": s.kafka_bootstrap}).list_topics(timeout=10)
-    except Exception as exc:  # noqa: BLE001
-        problems.append(f"kafka {s.kafka_bootstrap}: {exc}")
-    try:
-        with psycopg.connect(s.pg_dsn, connect_timeout=5) as c:
-            c.execute("SELECT 1")
-    except Exception as exc:  # noqa: BLE001
-        problems.append(f"postgres: {str(exc).splitlines()[0]}")
-    try:
-        redis.Redis.from_url(s.redis_url, socket_connect_timeout=5).ping()
-    except Exception as exc:  # noqa: BLE001
-        problems.append(f"redis: {exc}")
+    problems = unreachable_services(base_settings)
     if problems:
         pytest.fail("local stack not reachable (run `sensorlake stack up`): " + "; ".join(problems))
-    return s
+    return base_settings
 
 
-def _admin(s: Settings) -> AdminClient:
-    return AdminClient({"bootstrap.servers": s.kafka_bootstrap})
+@contextlib.contextmanager
+def isolated_on(
+    base: Settings, tmp_path: Path, *, partitions: int = 4, max_message_bytes: int | None = None,
+    dlq_max_message_bytes: int | None = None, **overrides,
+) -> Iterator[Settings]:  # fmt: skip
+    """Private topic (+DLQ), consumer group, live and catalog databases, lake directory and
+    Redis namespace on the stack of ``base``; everything removed afterwards.
 
+    ``max_message_bytes`` raises both topics' ``max.message.bytes`` (broker default ~1 MB);
+    ``dlq_max_message_bytes`` sets the DLQ's alone. ``overrides`` are further settings.
+    """
+    rid = uuid.uuid4().hex[:10]
+    values = {
+        "topic": f"movements-{rid}", "dlq_topic": f"movements-{rid}.dlq", "consumer_group": f"g-{rid}",
+        "pg_database": f"sl_live_{rid}", "pg_catalog_database": f"sl_lake_{rid}",
+        "data_path": str(tmp_path / f"lake-{rid}"), "redis_namespace": f"t{rid}",
+        "topic_partitions": partitions, "max_batch_age_s": 1.0,
+    }  # fmt: skip
+    values.update(overrides)
+    s = Settings.from_env(
+        **{k: getattr(base, k) for k in ("state_dir", "host", "kafka_port", "kafka_controller_port",
+                                          "pg_port", "redis_port", "kafka_host", "pg_host", "redis_host")},
+        **values,
+    )  # fmt: skip
+    from lake.catalog import connect
 
-def create_topics(s: Settings, partitions: int) -> None:
-    admin = _admin(s)
-    futures = admin.create_topics(
-        [NewTopic(s.topic, partitions, 1), NewTopic(s.dlq_topic, 1, 1)], operation_timeout=30
-    )
-    for f in futures.values():
-        f.result(timeout=30)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        md = admin.list_topics(timeout=10)
-        t = md.topics.get(s.topic)
-        if t and len(t.partitions) == partitions and s.dlq_topic in md.topics:
-            return
-        time.sleep(0.2)
-    raise RuntimeError("topics not visible after 30 s")
+    dlq_limit = dlq_max_message_bytes or max_message_bytes
+    try:  # what was created is removed even when a later step of the set-up fails
+        with psycopg.connect(s._pg_dsn(base.pg_database), autocommit=True) as c:
+            c.execute(f'CREATE DATABASE "{s.pg_database}"')
+            c.execute(f'CREATE DATABASE "{s.pg_catalog_database}"')
+        create_topics(
+            s, partitions,
+            config={"max.message.bytes": str(max_message_bytes)} if max_message_bytes else None,
+            dlq_config={"max.message.bytes": str(dlq_limit)} if dlq_limit else None,
+        )  # fmt: skip
+        connect(s).close()  # initialise the catalog once, before concurrent consumers attach
+        yield s
+    finally:
+        with contextlib.suppress(Exception):
+            admin = AdminClient({"bootstrap.servers": s.kafka_bootstrap})
+            for f in admin.delete_topics([s.topic, s.dlq_topic], operation_timeout=30).values():
+                with contextlib.suppress(Exception):
+                    f.result(30)  # wait: the request must go out before the client is collected
+        with contextlib.suppress(Exception), psycopg.connect(s._pg_dsn(base.pg_database), autocommit=True) as c:
+            for db in (s.pg_database, s.pg_catalog_database):
+                c.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+        with contextlib.suppress(Exception):
+            r = redis.Redis.from_url(s.redis_url)
+            for k in r.scan_iter(match=f"{s.redis_namespace}:*", count=1000):
+                r.delete(k)
+            r.close()
 
 
 @pytest.fixture
-def isolated(services: Settings, tmp_path: Path):
+def isolated(services: Settings, tmp_path: Path) -> Iterator[Settings]:
     """Settings with a private topic (4 partitions), DLQ topic, consumer group, live and
     catalog databases, lake data directory and Redis namespace; all removed afterwards."""
-    rid = uuid.uuid4().hex[:10]
-    s = Settings.from_env(
-        topic=f"movements-{rid}",
-        dlq_topic=f"movements-{rid}.dlq",
-        consumer_group=f"g-{rid}",
-        pg_database=f"sl_live_{rid}",
-        pg_catalog_database=f"sl_lake_{rid}",
-        data_path=str(tmp_path / "lake"),
-        redis_namespace=f"t{rid}",
-        topic_partitions=4,
-        max_batch_age_s=1.0,
-    )
-    with psycopg.connect(services.pg_dsn, autocommit=True) as c:
-        c.execute(f'CREATE DATABASE "{s.pg_database}"')
-        c.execute(f'CREATE DATABASE "{s.pg_catalog_database}"')
-    create_topics(s, 4)
-    from lake.catalog import connect
-
-    connect(s).close()  # initialise the catalog once, before concurrent consumers attach
-    yield s
-    admin = _admin(s)  # keep a reference: the request is sent asynchronously
-    for f in admin.delete_topics([s.topic, s.dlq_topic], operation_timeout=30).values():
-        try:
-            f.result(timeout=30)
-        except Exception:  # noqa: BLE001 - already gone is fine
-            pass
-    with psycopg.connect(services.pg_dsn, autocommit=True) as c:
-        for db in (s.pg_database, s.pg_catalog_database):
-            c.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
-    r = redis.Redis.from_url(s.redis_url)
-    for k in r.scan_iter(match=f"{s.redis_namespace}:*", count=1000):
-        r.delete(k)
+    with isolated_on(services, tmp_path) as s:
+        yield s
 
 
 def start_consumers(s: Settings, n: int, until_idle_s: float = 8.0) -> list[subprocess.Popen]:

@@ -20,13 +20,13 @@ import pytest
 from ingest.dlq import TRUNCATED_BYTES
 from sensorlake.kinematics import summarize
 from tests.bad_input.corpus import ACCEPTED, ONE_MB, REJECTED, obj
+from tests.conftest import isolated_on
 from tests.faults.helpers import (
     ConsumerThread,
     assert_summaries_equal,
     dlq_records,
     ev,
     high_watermarks,
-    isolated_on,
     lake_offsets,
     lake_table,
     pg_metrics,

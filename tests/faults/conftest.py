@@ -27,7 +27,7 @@ from pathlib import Path
 import pytest
 
 from sensorlake.settings import Settings
-from tests.faults.helpers import isolated_on, spawn_consumer, stop_all, wait_until  # noqa: F401 - re-exported
+from tests.conftest import isolated_on
 
 pytestmark = pytest.mark.services
 

@@ -1,8 +1,8 @@
-"""What the fault and bad-input tests read and send: Kafka, PostgreSQL, Redis and the lake."""
+"""What the tests against real services read and send: Kafka, PostgreSQL, Redis and the lake
+(used by the fault, bad-input and pipeline tests)."""
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
 import signal
@@ -10,8 +10,7 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -21,7 +20,6 @@ import pyarrow as pa
 import pytest
 import redis
 from confluent_kafka import Consumer, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
 
 from ingest.consumer import ConsumeStats, MovementConsumer
 from ingest.pg_sink import _COLUMNS, row_to_state
@@ -33,6 +31,7 @@ from sensorlake.settings import Settings
 from tests.conftest import REPO
 
 T0 = datetime(2026, 1, 1, 14, 0, tzinfo=UTC)
+_AVG = [c.strip() for c in _COLUMNS.split(",")].index("avg_speed_fps")
 T0_US = ts_to_us(T0)
 
 
@@ -70,12 +69,24 @@ def send(s: Settings, items: Iterable[Event | tuple[bytes | None, bytes | None]]
 
 # ----------------------------------------------------------------------------- readers
 def pg_states(s: Settings) -> dict[tuple[int, str, int], TravelerState]:
-    """Every ``traveler_summary`` row as a state, keyed (sensor_id, traveler_id, first_seen_us)."""
+    """Every ``traveler_summary`` row as a state, keyed (sensor_id, traveler_id, first_seen_us).
+
+    ``row_to_state`` derives ``avg_speed_fps`` from distance and duration, so the stored
+    ``avg_speed_fps`` column (the one the app and SQL users read) is checked against it here.
+    """
     with psycopg.connect(s.pg_dsn) as c:
         if c.execute("SELECT to_regclass('traveler_summary')").fetchone()[0] is None:
             return {}  # no consumer has set up yet
         rows = c.execute(f"SELECT {_COLUMNS} FROM traveler_summary").fetchall()
-    return {(r[0], r[1], st.first_seen_us): st for r in rows for st in [row_to_state(r)]}
+    out = {}
+    for r in rows:
+        st = row_to_state(r)
+        stored = r[_AVG]
+        assert (stored is None and st.avg_speed_fps is None) or math.isclose(
+            stored, st.avg_speed_fps, rel_tol=1e-9, abs_tol=1e-9
+        ), f"{r[:3]}: stored avg_speed_fps {stored} != distance / duration {st.avg_speed_fps}"
+        out[(r[0], r[1], st.first_seen_us)] = st
+    return out
 
 
 def pg_raw_rows(s: Settings) -> list[tuple]:
@@ -120,10 +131,10 @@ def lake_count(s: Settings) -> int:
 
 
 def lake_offsets(s: Settings) -> dict[int, int]:
+    """The next offsets the lake stores for the topic (they belong to the topic, whichever
+    consumer group wrote them: the consumer reads them so on assignment)."""
     t = lake_table(
-        s,
-        "SELECT kafka_partition AS p, max(next_offset) AS o FROM lake.ingest_offsets "
-        f"WHERE consumer_group = '{s.consumer_group}' AND topic = '{s.topic}' GROUP BY 1",
+        s, f"SELECT kafka_partition AS p, max(next_offset) AS o FROM lake.ingest_offsets WHERE topic = '{s.topic}' GROUP BY 1"
     )
     return dict(zip(t.column("p").to_pylist(), t.column("o").to_pylist(), strict=True))
 
@@ -254,80 +265,6 @@ class ConsumerThread:
     def stop(self, timeout_s: float = 60) -> ConsumeStats:
         self.consumer.stop()
         return self.join(timeout_s)
-
-
-# ----------------------------------------------------------------------------- environments
-def create_topics(
-    s: Settings, partitions: int, *, max_message_bytes: int | None = None, dlq_max_message_bytes: int | None = None
-) -> None:
-    """Create the event topic (``partitions``) and its DLQ (1 partition); wait until visible.
-
-    ``max_message_bytes`` raises both topics' ``max.message.bytes`` (broker default ~1 MB);
-    ``dlq_max_message_bytes`` sets the DLQ's alone.
-    """
-    admin = AdminClient({"bootstrap.servers": s.kafka_bootstrap})
-    config = {"max.message.bytes": str(max_message_bytes)} if max_message_bytes else {}
-    dlq_limit = dlq_max_message_bytes or max_message_bytes
-    dlq_config = {"max.message.bytes": str(dlq_limit)} if dlq_limit else {}
-    futures = admin.create_topics(
-        [NewTopic(s.topic, partitions, 1, config=config), NewTopic(s.dlq_topic, 1, 1, config=dlq_config)],
-        operation_timeout=30,
-    )
-    for f in futures.values():
-        f.result(timeout=30)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        md = admin.list_topics(timeout=10)
-        t = md.topics.get(s.topic)
-        if (t and len(t.partitions) == partitions and s.dlq_topic in md.topics
-                and all(pm.leader >= 0 for pm in t.partitions.values())):  # fmt: skip
-            return
-        time.sleep(0.2)
-    raise RuntimeError("topics not visible after 30 s")
-
-
-@contextlib.contextmanager
-def isolated_on(
-    base: Settings, tmp_path: Path, *, partitions: int = 4, max_message_bytes: int | None = None,
-    dlq_max_message_bytes: int | None = None, **overrides,
-) -> Iterator[Settings]:  # fmt: skip
-    """Private topic (+DLQ), consumer group, live and catalog databases, lake directory and
-    Redis namespace on the stack of ``base``; everything removed afterwards."""
-    rid = uuid.uuid4().hex[:10]
-    values = {
-        "topic": f"movements-{rid}", "dlq_topic": f"movements-{rid}.dlq", "consumer_group": f"g-{rid}",
-        "pg_database": f"sl_live_{rid}", "pg_catalog_database": f"sl_lake_{rid}",
-        "data_path": str(tmp_path / f"lake-{rid}"), "redis_namespace": f"t{rid}",
-        "topic_partitions": partitions, "max_batch_age_s": 1.0,
-    }  # fmt: skip
-    values.update(overrides)
-    s = Settings.from_env(
-        **{k: getattr(base, k) for k in ("state_dir", "host", "kafka_port", "kafka_controller_port",
-                                          "pg_port", "redis_port", "kafka_host", "pg_host", "redis_host")},
-        **values,
-    )  # fmt: skip
-    with psycopg.connect(s._pg_dsn(base.pg_database), autocommit=True) as c:
-        c.execute(f'CREATE DATABASE "{s.pg_database}"')
-        c.execute(f'CREATE DATABASE "{s.pg_catalog_database}"')
-    create_topics(s, partitions, max_message_bytes=max_message_bytes, dlq_max_message_bytes=dlq_max_message_bytes)
-    from lake.catalog import connect
-
-    connect(s).close()  # initialise the catalog once, before concurrent consumers attach
-    try:
-        yield s
-    finally:
-        with contextlib.suppress(Exception):
-            admin = AdminClient({"bootstrap.servers": s.kafka_bootstrap})
-            for f in admin.delete_topics([s.topic, s.dlq_topic], operation_timeout=30).values():
-                with contextlib.suppress(Exception):
-                    f.result(30)  # wait: the request must go out before the client is collected
-        with contextlib.suppress(Exception), psycopg.connect(s._pg_dsn(base.pg_database), autocommit=True) as c:
-            for db in (s.pg_database, s.pg_catalog_database):
-                c.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
-        with contextlib.suppress(Exception):
-            r = redis.Redis.from_url(s.redis_url)
-            for k in r.scan_iter(match=f"{s.redis_namespace}:*", count=1000):
-                r.delete(k)
 
 
 # ----------------------------------------------------------------------------- processes

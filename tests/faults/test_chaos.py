@@ -43,12 +43,11 @@ from sensorlake.errors import EventError
 from sensorlake.events import decode_event, encode_event
 from sensorlake.kinematics import summarize
 from tests.bad_input.corpus import REJECTED
-from tests.conftest import REPO, shared_data
+from tests.conftest import REPO, isolated_on, shared_data
 from tests.faults.helpers import (
     assert_summaries_equal,
     dlq_records,
     high_watermarks,
-    isolated_on,
     lake_offsets,
     lake_table,
     pg_states,

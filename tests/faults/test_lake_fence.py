@@ -88,8 +88,8 @@ def lake_rows(s):
     try:
         rows = con.execute("SELECT kafka_partition, kafka_offset, traveler_id FROM lake.movements ORDER BY 1, 2").fetchall()
         offsets = dict(con.execute(
-            "SELECT kafka_partition, max(next_offset) FROM lake.ingest_offsets WHERE consumer_group = ? GROUP BY 1",
-            [s.consumer_group],
+            "SELECT kafka_partition, max(next_offset) FROM lake.ingest_offsets WHERE topic = ? GROUP BY 1",
+            [s.topic],
         ).fetchall())  # fmt: skip
     finally:
         con.close()

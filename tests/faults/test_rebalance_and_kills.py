@@ -26,6 +26,7 @@ from tests.faults.helpers import (
     lake_table,
     pg_states,
     redis_states,
+    same_state,
     send,
     spawn_consumer,
     stop_all,
@@ -257,6 +258,4 @@ def test_concurrent_consumers_hammering_the_same_travelers_agree_with_the_refere
     latest = {(k[0], k[1]): v for k, v in sorted(expected.items(), key=lambda kv: kv[0][2])}
     got = redis_states(s)
     assert set(got) == set(latest)
-    from tests.faults.helpers import same_state
-
     assert all(same_state(got[k], latest[k]) for k in latest)

@@ -2,12 +2,13 @@
 PostgreSQL and broker restarts; and lake maintenance after a writer killed mid-flush.
 
 All on the private stack (restarting it disturbs no other test); every test restores what
-it broke in a ``finally``.
+it broke in a ``finally`` (or, for Redis, restarts it itself).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
 import signal
 import subprocess
 import sys
@@ -16,6 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
+import redis
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from app import stack
@@ -138,6 +140,20 @@ def test_consumers_survive_postgres_and_broker_restarts(fault_env, private_stack
     assert dlq_records(s) == []
 
 
+def test_redis_crash_restart_brings_up_a_new_server(private_stack):
+    """``restart_redis(hard=True)`` (a fault-injection helper) SIGKILLs Redis and starts it
+    again: afterwards another server process (a new ``run_id``) answers."""
+    r = redis.Redis.from_url(private_stack.redis_url, socket_connect_timeout=5)
+    try:
+        before = r.info("server")["run_id"]
+        stack.restart_redis(private_stack, hard=True)
+        assert r.ping() is True
+        after = r.info("server")["run_id"]
+    finally:
+        r.close()
+    assert after != before
+
+
 def _files(s) -> tuple[set[str], set[str]]:
     """(every Parquet file under the data path, the files the current snapshot references)."""
     on_disk = {str(p) for p in Path(s.lake_data_path).rglob("*.parquet")}
@@ -181,7 +197,7 @@ def test_maintenance_removes_what_a_writer_killed_mid_flush_left(fault_env, tmp_
 
     r = subprocess.run(
         [sys.executable, "-m", "app.cli", "maintain", "--file-grace-s", "0", "--snapshot-retention-s", "0"],
-        cwd=REPO, env={**__import__("os").environ, **s.to_env()}, capture_output=True, text=True, timeout=120, check=False,
+        cwd=REPO, env={**os.environ, **s.to_env()}, capture_output=True, text=True, timeout=120, check=False,
     )  # fmt: skip
     assert r.returncode == 0, r.stderr
     assert "orphaned files" in r.stdout

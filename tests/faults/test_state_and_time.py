@@ -12,7 +12,6 @@ import math
 import os
 import subprocess
 import sys
-import time
 from datetime import UTC, datetime, timedelta
 
 import psycopg
@@ -59,12 +58,10 @@ def test_age_based_flush_without_new_traffic(fault_env):
     try:
         wait_until(c.assigned, 60, what="the consumer's assignment")
         send(s, [ev(f"age{i % 5}", i * 0.5, i, 0) for i in range(50)])
-        sent = time.monotonic()
+        # fails the test unless the flush comes within max_batch_age_s + 5 s of the send
         wait_until(lambda: lake_count(s) == 50, s.max_batch_age_s + 5, interval_s=0.1, what="the age-based flush")
-        elapsed = time.monotonic() - sent
     finally:
         stats = c.stop()
-    assert elapsed <= s.max_batch_age_s + 5
     assert stats.lake_commits >= 1 and stats.consumed == 50
 
 
