@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import enum
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import NamedTuple
 
 import msgspec
@@ -201,6 +201,132 @@ def apply_event(
             max_speed_fps=speed if state.max_speed_fps is None else max(state.max_speed_fps, speed),
         )
     return Step(msgspec.structs.replace(state, **changes), Outcome.ACCEPTED, speed)
+
+
+class BatchResult(NamedTuple):
+    """Result of :func:`apply_events`.
+
+    Attributes:
+        state: the key's latest state after the batch (None only for an empty batch on an
+            unseen key).
+        visits: the final state of every visit the batch changed, oldest first (when not
+            empty, its last item is ``state``); replayed events change nothing, so a batch
+            of replays gives ``[]``.
+        outcomes: how many events had each :class:`Outcome` (by its string value).
+    """
+
+    state: TravelerState | None
+    visits: list[TravelerState]
+    outcomes: dict[str, int]
+
+
+def apply_events(
+    state: TravelerState | None,
+    events: Sequence[Event],
+    partitions: Sequence[int],
+    offsets: Sequence[int],
+    *,
+    min_segment_s: float,
+    visit_gap_s: float,
+) -> BatchResult:
+    """Apply a key's observations in order: the same result as folding :func:`apply_event`
+    over them, without building a state per event.
+
+    This is the consumer's hot path. :func:`apply_event` stays the definition; this
+    function holds the state's fields in local variables and builds a
+    :class:`TravelerState` only where a visit ends and at the end of the batch. Every
+    arithmetic expression is the one of :func:`apply_event`, in the same order, so the
+    floating-point results are identical (``tests/unit/test_kinematics.py`` checks it with
+    hypothesis, replays, late events, duplicates and visit gaps included).
+
+    Args:
+        state: the key's latest state, or None if never seen.
+        events: the key's observations in Kafka order (all of one (sensor_id, traveler_id)).
+        partitions, offsets: Kafka origin of each event (-1 when not from Kafka).
+        min_segment_s, visit_gap_s: as in :func:`apply_event`.
+
+    Returns:
+        A :class:`BatchResult`.
+
+    Raises:
+        ValueError: an event belongs to another key than ``state`` or the first event.
+    """
+    outcomes: dict[str, int] = {}
+    visits: list[TravelerState] = []
+    if not events:
+        return BatchResult(state, visits, outcomes)
+    n_new = n_acc = n_dup = n_late = n_zero = n_replay = 0
+    gap_us = visit_gap_s * 1_000_000
+    hypot = math.hypot
+    dirty = False  # the current visit was changed by this batch
+    if state is None:
+        s0 = events[0]
+        state = start_visit(s0, partitions[0], offsets[0])
+        n_new, dirty, start = 1, True, 1
+    else:
+        start = 0
+    (sid, tid, ttype, first, last, lx, ly, anchor, ax, ay, obs, dist, dur, vmin, vmax,
+     late, dup, rej, kp, ko) = msgspec.structs.astuple(state)  # fmt: skip
+
+    def snapshot() -> TravelerState:
+        return TravelerState(sid, tid, ttype, first, last, lx, ly, anchor, ax, ay, obs, dist, dur, vmin, vmax,
+                             late, dup, rej, kp, ko)  # fmt: skip
+
+    for i in range(start, len(events)):
+        ev = events[i]
+        p, off = partitions[i], offsets[i]
+        if ev.sensor_id != sid or ev.traveler_id != tid:
+            raise ValueError("event belongs to another (sensor_id, traveler_id)")
+        if off >= 0 and p == kp and off <= ko:
+            n_replay += 1
+            continue
+        ts = ev.ts_us
+        if ts <= last:
+            if off >= 0:
+                kp, ko = p, off
+            dirty = True
+            if ts < last:
+                late += 1
+                n_late += 1
+            elif ev.x_ft == lx and ev.y_ft == ly:
+                dup += 1
+                n_dup += 1
+            else:
+                rej += 1
+                n_zero += 1
+            continue
+        if (ts - last) > gap_us:  # the visit ended: keep its final state, start a new one
+            if dirty:
+                visits.append(snapshot())
+            ttype, first, last, lx, ly, anchor, ax, ay = ev.traveler_type, ts, ts, ev.x_ft, ev.y_ft, ts, ev.x_ft, ev.y_ft
+            obs, dist, dur, vmin, vmax, late, dup, rej, kp, ko = 1, 0.0, 0.0, None, None, 0, 0, 0, p, off
+            dirty = True
+            n_new += 1
+            continue
+        if off >= 0:
+            kp, ko = p, off
+        dirty = True
+        n_acc += 1
+        last, lx, ly = ts, ev.x_ft, ev.y_ft
+        obs += 1
+        ttype = ev.traveler_type
+        dt_s = (ts - anchor) / 1_000_000
+        if dt_s >= min_segment_s:
+            seg_ft = hypot(lx - ax, ly - ay)
+            speed = seg_ft / dt_s
+            anchor, ax, ay = ts, lx, ly
+            dist = dist + seg_ft
+            dur = (ts - first) / 1_000_000
+            vmin = speed if vmin is None else min(vmin, speed)
+            vmax = speed if vmax is None else max(vmax, speed)
+    final = snapshot() if dirty else state
+    if dirty:
+        visits.append(final)
+    for name, n in ((Outcome.NEW_VISIT, n_new), (Outcome.ACCEPTED, n_acc), (Outcome.DUPLICATE, n_dup),
+                    (Outcome.LATE, n_late), (Outcome.ZERO_TIME_MOVE, n_zero), (Outcome.REPLAYED, n_replay)):  # fmt: skip
+        if n:
+            outcomes[name.value] = n
+    return BatchResult(final, visits, outcomes)
 
 
 def summarize(

@@ -137,3 +137,72 @@ def test_summary_independent_of_batch_split(points, nbatches):
             state = apply_event(state, events[i], min_segment_s=0.5, visit_gap_s=60, partition=0, offset=i).state
         state = decode_state(encode_state(state))
     assert state == whole
+
+
+# ----------------------------------------------------------------- the batch form
+def fold(state, events, parts, offs, min_segment_s, visit_gap_s):
+    """What the batch form must equal: apply_event, one event at a time (the consumer's
+    former loop: the latest state of every visit a non-replayed event touched)."""
+    visits: dict[int, object] = {}
+    counts: dict[str, int] = {}
+    for e, p, o in zip(events, parts, offs, strict=True):
+        step = apply_event(state, e, min_segment_s=min_segment_s, visit_gap_s=visit_gap_s, partition=p, offset=o)
+        counts[step.outcome.value] = counts.get(step.outcome.value, 0) + 1
+        state = step.state
+        if step.outcome is not Outcome.REPLAYED:
+            visits[state.first_seen_us] = state
+    return state, list(visits.values()), counts
+
+
+# timestamps on a coarse grid so that duplicates, zero-time moves, late events and visit
+# gaps all occur; offsets that sometimes go back (replays) and partitions that change
+batch_obs = st.lists(
+    st.tuples(
+        st.integers(min_value=0, max_value=400).map(lambda t: t * 250_000),
+        st.sampled_from([0.0, 1.0, 2.5]) | coord,
+        st.sampled_from([0.0, 3.0]) | coord,
+        st.sampled_from(["car", "bus"]),
+        st.integers(min_value=0, max_value=1),
+        st.integers(min_value=-1, max_value=30),
+    ),
+    min_size=0,
+    max_size=60,
+)
+
+
+@given(batch_obs, batch_obs, st.sampled_from([0.0, 0.5, 2.0]), st.sampled_from([1.0, 20.0, 60.0]))
+@hsettings(max_examples=400, deadline=None)
+def test_apply_events_equals_folding_apply_event(before, batch, min_seg, gap):
+    from sensorlake.kinematics import apply_events
+
+    def events_of(rows):
+        return [Event(1, "P", kind, t, x, y) for t, x, y, kind, _, _ in rows]
+
+    # a prior state built from `before`, so batches also start mid-visit
+    prior, _, _ = fold(None, events_of(before), [r[4] for r in before], [r[5] for r in before], min_seg, gap)
+    evs, parts, offs = events_of(batch), [r[4] for r in batch], [r[5] for r in batch]
+    want_state, want_visits, want_counts = fold(prior, evs, parts, offs, min_seg, gap)
+    got = apply_events(prior, evs, parts, offs, min_segment_s=min_seg, visit_gap_s=gap)
+    assert got.state == want_state
+    assert got.visits == want_visits
+    assert got.outcomes == want_counts
+
+
+def test_apply_events_by_hand_two_visits_and_a_replay():
+    from sensorlake.kinematics import apply_events
+
+    evs = [ev(0, 0, 0), ev(10, 100, 0), ev(10, 100, 0), ev(100, 0, 0), ev(110, 50, 0)]
+    parts, offs = [0, 0, 0, 0, 0], [0, 1, 1, 3, 4]  # the third is a replay of offset 1
+    res = apply_events(None, evs, parts, offs, min_segment_s=0.5, visit_gap_s=60)
+    assert [v.avg_speed_fps for v in res.visits] == [10.0, 5.0]
+    assert res.visits[-1] is res.state and res.state.kafka_offset == 4
+    assert res.outcomes == {"new_visit": 2, "accepted": 2, "replayed": 1}
+
+
+def test_apply_events_rejects_another_key():
+    import pytest
+
+    from sensorlake.kinematics import apply_events
+
+    with pytest.raises(ValueError):
+        apply_events(None, [ev(0, 0, 0), ev(1, 0, 0, traveler="T2")], [0, 0], [0, 1], min_segment_s=0.5, visit_gap_s=60)
