@@ -2,7 +2,8 @@
 
 Table ``traveler_summary``, one row per visit, primary key
 ``(sensor_id, traveler_id, first_seen)``. Rows are written as **absolute values** (the
-current state, never increments) with ``INSERT ... ON CONFLICT ... DO UPDATE ... WHERE``
+current state, never increments), COPY-ed into a staging table and applied by one
+``INSERT ... SELECT ... ON CONFLICT ... DO UPDATE ... WHERE``
 the incoming row is newer (a higher Kafka offset of the same partition). Replaying any
 part of the topic therefore changes nothing. The row holds the full kinematic state, so
 a lost Redis cache is rebuilt from it (:meth:`PgSummarySink.fetch_latest`).
@@ -19,10 +20,11 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
+import msgspec
 import psycopg
 
 from sensorlake.errors import RetryableError, first_line
-from sensorlake.events import ts_from_us, ts_to_us
+from sensorlake.events import ts_to_us
 from sensorlake.kinematics import TravelerState
 from sensorlake.settings import Settings
 
@@ -79,17 +81,52 @@ _COLUMN_NAMES = (
     "duplicate_count", "rejected_count", "last_x_ft", "last_y_ft", "anchor_ts", "anchor_x_ft",
     "anchor_y_ft", "kafka_partition", "kafka_offset",
 )  # fmt: skip
-"""The columns of a :func:`state_to_row` row, in its order (the first three: the primary key)."""
+"""The columns of ``traveler_summary`` that hold a state, in order (the first three: the primary key)."""
 _COLUMNS = ", ".join(_COLUMN_NAMES)
 
-UPSERT = f"""
+_STAGE_COLUMNS = (
+    ("sensor_id", "int8"), ("traveler_id", "text"), ("traveler_type", "text"),
+    ("first_seen_us", "int8"), ("last_seen_us", "int8"), ("last_x_ft", "float8"), ("last_y_ft", "float8"),
+    ("anchor_us", "int8"), ("anchor_x_ft", "float8"), ("anchor_y_ft", "float8"), ("observations", "int8"),
+    ("distance_ft", "float8"), ("duration_s", "float8"), ("min_speed_fps", "float8"),
+    ("max_speed_fps", "float8"), ("late_count", "int8"), ("duplicate_count", "int8"),
+    ("rejected_count", "int8"), ("kafka_partition", "int4"), ("kafka_offset", "int8"),
+)  # fmt: skip
+"""Columns of the per-connection staging table: the fields of :class:`TravelerState` in
+its order (so a row is ``msgspec.structs.astuple(state)``), times as UTC epoch µs."""
+
+STAGE_DDL = f"""
+CREATE TEMP TABLE IF NOT EXISTS traveler_summary_stage (
+  {", ".join(f"{c} {t}" for c, t in _STAGE_COLUMNS)}
+) ON COMMIT DELETE ROWS
+"""
+
+COPY_STAGE = "COPY traveler_summary_stage FROM STDIN (FORMAT BINARY)"
+
+
+def _us_to_ts(col: str) -> str:
+    # exact: 1 µs x an integer below 2**53 is exact in the double arithmetic of interval_mul
+    return f"timestamptz 'epoch' + {col} * interval '1 microsecond'"
+
+
+UPSERT_FROM_STAGE = f"""
 INSERT INTO traveler_summary ({_COLUMNS})
-VALUES ({", ".join(["%s"] * len(_COLUMN_NAMES))})
+SELECT sensor_id, traveler_id, {_us_to_ts("first_seen_us")}, traveler_type,
+       {_us_to_ts("last_seen_us")}, observations, distance_ft, duration_s,
+       CASE WHEN duration_s > 0 THEN distance_ft / duration_s END, min_speed_fps, max_speed_fps,
+       late_count, duplicate_count, rejected_count, last_x_ft, last_y_ft, {_us_to_ts("anchor_us")},
+       anchor_x_ft, anchor_y_ft, kafka_partition, kafka_offset
+FROM traveler_summary_stage
+ORDER BY sensor_id, traveler_id, first_seen_us
 ON CONFLICT (sensor_id, traveler_id, first_seen) DO UPDATE SET
   {", ".join(f"{c} = EXCLUDED.{c}" for c in _COLUMN_NAMES[3:])}, updated_at = now()
 WHERE traveler_summary.kafka_partition <> EXCLUDED.kafka_partition
    OR traveler_summary.kafka_offset < EXCLUDED.kafka_offset
 """
+"""The batch upsert: every staged row in primary-key order (two consumers upserting
+overlapping keys lock them in the same order: no deadlock), absolute values, newer-wins
+(a higher Kafka offset of the same partition; another partition: the last writer, which
+only a repartitioned topic produces)."""
 
 FETCH_LATEST = f"""
 SELECT DISTINCT ON (s.sensor_id, s.traveler_id) {", ".join("s." + c for c in _COLUMN_NAMES)}
@@ -100,19 +137,8 @@ ORDER BY s.sensor_id, s.traveler_id, s.first_seen DESC
 """
 
 
-def state_to_row(s: TravelerState) -> tuple:
-    """The ``traveler_summary`` row of a state (timestamps as aware UTC datetimes)."""
-    return (
-        s.sensor_id, s.traveler_id, ts_from_us(s.first_seen_us), s.traveler_type,
-        ts_from_us(s.last_seen_us), s.observations, s.distance_ft, s.duration_s,
-        s.avg_speed_fps, s.min_speed_fps, s.max_speed_fps, s.late_count, s.duplicate_count,
-        s.rejected_count, s.last_x_ft, s.last_y_ft, ts_from_us(s.anchor_us), s.anchor_x_ft,
-        s.anchor_y_ft, s.kafka_partition, s.kafka_offset,
-    )  # fmt: skip
-
-
 def row_to_state(r: Sequence) -> TravelerState:
-    """Inverse of :func:`state_to_row` (``avg_speed_fps`` is derived, not read)."""
+    """The state held by a ``traveler_summary`` row (``avg_speed_fps`` is derived, not read)."""
     return TravelerState(
         sensor_id=r[0], traveler_id=r[1], first_seen_us=ts_to_us(r[2]), traveler_type=r[3],
         last_seen_us=ts_to_us(r[4]), observations=r[5], distance_ft=r[6], duration_s=r[7],
@@ -142,6 +168,7 @@ class PgSummarySink:
                 # is not safe against a concurrent creator)
                 self._conn.execute("SELECT pg_advisory_xact_lock(hashtext('sensorlake.traveler_summary'))")
                 self._conn.execute(DDL)
+                self._conn.execute(STAGE_DDL)  # this session's staging table for COPY
         except psycopg.OperationalError as exc:
             raise RetryableError(f"postgres unreachable: {first_line(exc)}") from exc
 
@@ -194,14 +221,22 @@ class PgSummarySink:
     def upsert(self, states: Sequence[TravelerState]) -> None:
         """Upsert visit states as absolute values, newer-wins, in one transaction.
 
-        Rows are sent sorted by primary key so that two consumers upserting overlapping
-        keys lock them in the same order (no deadlock).
+        The states are streamed with ``COPY ... (FORMAT BINARY)`` into this session's
+        staging table, then one ``INSERT ... SELECT ... ORDER BY key ON CONFLICT DO UPDATE
+        ... WHERE newer`` applies them (:data:`UPSERT_FROM_STAGE`): two statements per batch
+        instead of one per row. The states must belong to distinct visits (one row per
+        ``(sensor_id, traveler_id, first_seen_us)``), as one consumer round produces them.
 
         Raises:
             RetryableError: PostgreSQL failed; nothing of this batch was committed.
         """
         if not states:
             return
-        rows = sorted((state_to_row(s) for s in states), key=lambda r: (r[0], r[1], r[2]))
+        astuple = msgspec.structs.astuple
         with self._transaction("upsert") as conn, conn.cursor() as cur:
-            cur.executemany(UPSERT, rows)
+            with cur.copy(COPY_STAGE) as copy:
+                copy.set_types([t for _, t in _STAGE_COLUMNS])
+                write_row = copy.write_row
+                for s in states:
+                    write_row(astuple(s))
+            cur.execute(UPSERT_FROM_STAGE)
