@@ -100,3 +100,42 @@ def test_arbitrary_bytes_never_crash(raw):
         decode_event(raw)
     except EventError as exc:
         assert exc.reason
+
+
+# ----------------------------------------------------------- repeated fields (fast path)
+_ID_TEXT = st.text(alphabet=st.sampled_from(list("ab:7 -{}[],")), min_size=1, max_size=12).filter(
+    lambda t: t.strip() != ""
+)
+
+
+@st.composite
+def objects_with_maybe_repeated_fields(draw):
+    """A JSON object with the five contract fields (ids and type may hold colons), maybe
+    extra fields (some with colons, some nested), maybe a repeated contract field, keys in
+    any order, random blanks around colons and commas."""
+    tid, ttype = draw(_ID_TEXT), draw(st.sampled_from(["car", "bus:x", "a:b:c"]))
+    ts = draw(st.sampled_from(["2026-11-30T14:03:05.250+00:00", "2026-11-30", "20261130T140305Z"]))
+    pairs = [("traveler_id", tid), ("traveler_type", ttype), ("sensor_id", 7), ("position", [1.5, -2.0]),
+             ("timestamp", ts)]  # fmt: skip
+    pairs += draw(st.lists(st.tuples(st.sampled_from(["x", "note:", "meta"]),
+                                     st.sampled_from(["a:b", 1, {"k:": "v:w"}])), max_size=3))  # fmt: skip
+    repeated = draw(st.sampled_from([None, *[name for name, _ in pairs[:5]]]))
+    if repeated is not None:
+        pairs.append((repeated, dict(pairs[:5])[repeated]))
+    order = draw(st.permutations(range(len(pairs))))
+    blank = draw(st.sampled_from(["", " ", "\n"]))
+    body = f",{blank}".join(f"{json.dumps(pairs[i][0])}{blank}:{blank}{json.dumps(pairs[i][1])}" for i in order)
+    return ("{" + body + "}").encode(), repeated is not None
+
+
+@given(objects_with_maybe_repeated_fields())
+@hsettings(max_examples=500, deadline=None)
+def test_repeated_contract_field_rejected_exactly_when_present(case):
+    """The colon-count shortcut in front of the duplicate check never lets a repeat through
+    and never rejects an object without one (reference: json.loads with all pairs kept)."""
+    raw, has_repeat = case
+    try:
+        decode_event(raw)
+        assert not has_repeat, raw
+    except EventError as exc:
+        assert has_repeat and exc.reason == "duplicate_key", (raw, exc.reason)
