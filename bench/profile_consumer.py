@@ -65,7 +65,7 @@ STAGES: list[tuple[str, str, str]] = [
     ("state msgpack encode", r"encode_state$", r""),
     ("Redis CAS (Lua script)", r"compare_and_set$", r""),
     ("PostgreSQL cache rebuild (fetch_latest)", r"fetch_latest$", r""),
-    ("PostgreSQL rows (state_to_row)", r"state_to_row$", r""),
+    ("PostgreSQL COPY rows (upsert)", r"write_row$", r""),
     ("PostgreSQL upsert", r"(^|\.)upsert$", r"ingest/"),
     ("lake buffer append (per event)", r"_LakeBuffer\.(add|consumed)$", r""),
     ("lake: build Arrow table", r"_LakeBuffer\.table$", r""),

@@ -8,7 +8,8 @@ Order of work for every poll (and the reason for it):
    their reason and origin, and never stop the loop;
 3. **compute** per-traveler kinematics on the valid events: read the states of the batch's
    keys from Redis in one ``MGET`` (misses are rebuilt from PostgreSQL in one query) and
-   apply the pure :func:`sensorlake.kinematics.apply_event` in order;
+   apply each key's events with the pure :func:`sensorlake.kinematics.apply_events` (the
+   batch form of ``apply_event``, proven equal to it);
 4. **write sinks**: upsert the touched visit summaries into PostgreSQL (absolute values,
    newer-wins), then write the new states to Redis with one compare-and-set script
    (conflicting keys are re-read and recomputed; PostgreSQL first, see
@@ -51,7 +52,7 @@ import signal
 import socket
 import threading
 import time
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TypeVar
@@ -67,7 +68,7 @@ from lake.schema import MOVEMENTS_SCHEMA
 from lake.writer import LakeWriter
 from sensorlake.errors import EventError, FencedError, RetryableError, SensorlakeError, call_retrying
 from sensorlake.events import Event, decode_event
-from sensorlake.kinematics import Outcome, TravelerState, apply_event
+from sensorlake.kinematics import TravelerState, apply_events
 from sensorlake.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -250,8 +251,15 @@ class MovementConsumer:
                 "session.timeout.ms": 10_000,
                 "heartbeat.interval.ms": 1_000,
                 "max.poll.interval.ms": 300_000,
+                # fetch settings measured in bench/ingest.py ("ceiling" rows): with
+                # librdkafka's defaults (1 MB per partition fetch, 100k messages prefetched)
+                # a bare consume loop on the dev VM tops out near 225k messages/s; with these,
+                # 1.4M. The prefetch queue stays bounded at 64 MB.
                 "fetch.min.bytes": 1,
                 "fetch.wait.max.ms": 100,
+                "fetch.max.bytes": 52_428_800,
+                "max.partition.fetch.bytes": 4_194_304,
+                "queued.min.messages": 1_000_000,
                 "queued.max.messages.kbytes": 65_536,
             }
         )
@@ -391,7 +399,7 @@ class MovementConsumer:
         """Apply the batch to the traveler states and write both state sinks.
 
         Per round: read the keys' states from Redis (one MGET; misses rebuilt from
-        PostgreSQL in one query), apply the events with the pure ``apply_event``, upsert
+        PostgreSQL in one query), apply each key's events with the pure ``apply_events``, upsert
         the touched visits into PostgreSQL (newer-wins), then compare-and-set the new
         states into Redis; keys another writer changed meanwhile go round again.
 
@@ -400,14 +408,18 @@ class MovementConsumer:
         new visit whose first event closed the previous one, the replay would skip those
         events as applied, and the previous visit's final summary would never reach
         PostgreSQL. This way a replay recomputes from the older Redis state and rewrites
-        the same rows. An upsert computed from a stale read is harmless: ``apply_event`` is
+        the same rows. An upsert computed from a stale read is harmless: ``apply_events`` is
         deterministic, so it equals what the other writer wrote, and newer-wins keeps the
         row with the highest offset.
         """
-        by_key: dict[Key, list[tuple[Event, int, int]]] = defaultdict(list)
-        for item in valid:
-            ev = item[0]
-            by_key[(ev.sensor_id, ev.traveler_id)].append(item)
+        by_key: dict[Key, tuple[list[Event], list[int], list[int]]] = {}
+        for ev, p, off in valid:
+            group = by_key.get((ev.sensor_id, ev.traveler_id))
+            if group is None:
+                group = by_key[(ev.sensor_id, ev.traveler_id)] = ([], [], [])
+            group[0].append(ev)
+            group[1].append(p)
+            group[2].append(off)
         min_segment_s, visit_gap_s = self.settings.min_segment_s, self.settings.visit_gap_s
         pending = list(by_key)
         for attempt in range(_MAX_CAS_ROUNDS):
@@ -420,24 +432,16 @@ class MovementConsumer:
                 current.update(self._pg.fetch_latest(missing))
             rows: list[TravelerState] = []  # every visit touched, for PostgreSQL
             updates = []  # (key, value read, new state) for the Redis compare-and-set
-            outcomes: dict[Key, Counter] = {}
+            outcomes: dict[Key, dict[str, int]] = {}
             for key in pending:
-                state = current.get(key)
-                visits: dict[int, TravelerState] = {}  # first_seen_us -> latest state of that visit
-                counts = outcomes[key] = Counter()
-                for ev, p, off in by_key[key]:
-                    step = apply_event(
-                        state, ev, min_segment_s=min_segment_s, visit_gap_s=visit_gap_s, partition=p, offset=off
-                    )
-                    counts[step.outcome.value] += 1
-                    state = step.state
-                    if step.outcome is not Outcome.REPLAYED:
-                        visits[state.first_seen_us] = state
+                evs, parts, offs = by_key[key]
+                res = apply_events(current.get(key), evs, parts, offs, min_segment_s=min_segment_s,
+                                   visit_gap_s=visit_gap_s)  # fmt: skip
+                outcomes[key] = res.outcomes
                 # always (re)write the latest visit to both sinks, even when every event was a
                 # replay: it costs nothing (newer-wins) and refreshes the Redis TTL
-                visits.setdefault(state.first_seen_us, state)
-                rows.extend(visits.values())
-                updates.append((key, raw.get(key), state))
+                rows.extend(res.visits or (res.state,))
+                updates.append((key, raw.get(key), res.state))
             self._pg.upsert(rows)
             failed = set(self._redis.compare_and_set(updates))
             for key, counts in outcomes.items():
