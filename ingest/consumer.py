@@ -114,34 +114,36 @@ class ConsumeStats:
 
 
 class _LakeBuffer:
-    """Columnar buffer of raw events awaiting a lake commit, with the next offset and the
-    first offset consumed per partition since the last commit."""
+    """Columnar buffer of raw events awaiting a lake commit (one Arrow table per poll), with
+    the next offset and the first offset consumed per partition since the last commit."""
 
     def __init__(self) -> None:
         self.clear()
 
     def clear(self) -> None:
-        self.cols: dict[str, list] = {f.name: [] for f in MOVEMENTS_SCHEMA}
+        self.chunks: list[pa.Table] = []
+        self.rows = 0
         self.next_offsets: dict[int, int] = {}
         self.first_offsets: dict[int, int] = {}
         self.started: float | None = None
 
-    @property
-    def rows(self) -> int:
-        return len(self.cols["sensor_id"])
-
     def add(self, valid: list[tuple[Event, int, int]]) -> None:
         """Append one poll's valid events, each with its Kafka partition and offset."""
-        c = self.cols
         evs = [ev for ev, _, _ in valid]
-        c["sensor_id"] += [ev.sensor_id for ev in evs]
-        c["traveler_id"] += [ev.traveler_id for ev in evs]
-        c["traveler_type"] += [ev.traveler_type for ev in evs]
-        c["ts"] += [ev.ts_us for ev in evs]
-        c["x_ft"] += [ev.x_ft for ev in evs]
-        c["y_ft"] += [ev.y_ft for ev in evs]
-        c["kafka_partition"] += [p for _, p, _ in valid]
-        c["kafka_offset"] += [off for _, _, off in valid]
+        columns = {
+            "sensor_id": [ev.sensor_id for ev in evs],
+            "traveler_id": [ev.traveler_id for ev in evs],
+            "traveler_type": [ev.traveler_type for ev in evs],
+            "ts": pa.array([ev.ts_us for ev in evs], pa.int64()).cast(MOVEMENTS_SCHEMA.field("ts").type),
+            "x_ft": [ev.x_ft for ev in evs],
+            "y_ft": [ev.y_ft for ev in evs],
+            "kafka_partition": [p for _, p, _ in valid],
+            "kafka_offset": [off for _, _, off in valid],
+        }
+        arrays = [col if isinstance(col := columns[f.name], pa.Array) else pa.array(col, f.type)
+                  for f in MOVEMENTS_SCHEMA]  # fmt: skip
+        self.chunks.append(pa.Table.from_arrays(arrays, schema=MOVEMENTS_SCHEMA))
+        self.rows += len(evs)
 
     def consumed(self, handled: list[tuple[int, int]], now: float) -> None:
         """Record that one poll's ``(partition, offset)`` records are fully handled (sinks
@@ -158,13 +160,17 @@ class _LakeBuffer:
             self.started = now
 
     def table(self) -> pa.Table:
-        arrays = []
-        for f in MOVEMENTS_SCHEMA:
-            if f.name == "ts":
-                arrays.append(pa.array(self.cols["ts"], pa.int64()).cast(f.type))
-            else:
-                arrays.append(pa.array(self.cols[f.name], f.type))
-        return pa.Table.from_arrays(arrays, schema=MOVEMENTS_SCHEMA)
+        if not self.chunks:
+            return MOVEMENTS_SCHEMA.empty_table()
+        return pa.concat_tables(self.chunks)
+
+    def _held_back(self, table: pa.Table, cuts: Mapping[int, int]) -> pa.ChunkedArray | None:
+        """Row mask of ``table``: in a partition of ``cuts``, at or after its cut offset."""
+        keep = None
+        for p, cut in cuts.items():
+            m = pc.and_(pc.equal(table["kafka_partition"], p), pc.greater_equal(table["kafka_offset"], cut))
+            keep = m if keep is None else pc.or_(keep, m)
+        return keep
 
     def split(self, cuts: Mapping[int, int]) -> tuple[pa.Table, dict[int, int]]:
         """The committable part: every row and next offset, except that a partition in
@@ -180,28 +186,20 @@ class _LakeBuffer:
             else:
                 offsets[p] = min(offsets[p], cut)
         if cuts:
-            keep = None
-            for p, cut in cuts.items():
-                m = pc.and_(pc.equal(table["kafka_partition"], p), pc.greater_equal(table["kafka_offset"], cut))
-                keep = m if keep is None else pc.or_(keep, m)
-            table = table.filter(pc.invert(keep))
+            table = table.filter(pc.invert(self._held_back(table, cuts)))
         return table, offsets
 
     def retain(self, cuts: Mapping[int, int], now: float) -> None:
         """Drop what :meth:`split` returned (it is committed); keep the rest for later."""
-        kept = {name: [] for name in self.cols}
-        parts, offs = self.cols["kafka_partition"], self.cols["kafka_offset"]
-        for i in range(self.rows):
-            cut = cuts.get(parts[i])
-            if cut is not None and offs[i] >= cut:
-                for name, col in self.cols.items():
-                    kept[name].append(col[i])
+        table = self.table()
+        kept = table.filter(self._held_back(table, cuts)) if cuts else table.slice(0, 0)
         next_offsets = {p: self.next_offsets[p] for p, cut in cuts.items()
                         if p in self.next_offsets and self.next_offsets[p] > cut}  # fmt: skip
         first = {p: max(self.first_offsets[p], cuts[p]) for p in next_offsets}
         self.clear()
         if next_offsets:
-            self.cols, self.next_offsets, self.first_offsets, self.started = kept, next_offsets, first, now
+            self.chunks, self.rows = [kept], kept.num_rows
+            self.next_offsets, self.first_offsets, self.started = next_offsets, first, now
 
 
 class MovementConsumer:
@@ -251,16 +249,15 @@ class MovementConsumer:
                 "session.timeout.ms": 10_000,
                 "heartbeat.interval.ms": 1_000,
                 "max.poll.interval.ms": 300_000,
-                # fetch settings measured in bench/ingest.py ("ceiling" rows): with
-                # librdkafka's defaults (1 MB per partition fetch, 100k messages prefetched)
-                # a bare consume loop on the dev VM tops out near 225k messages/s; with these,
-                # 1.4M. The prefetch queue stays bounded at 64 MB.
+                # fetch settings: with librdkafka's defaults (1 MB per partition fetch) a
+                # bare consume loop on the dev VM tops out near 260k messages/s; with 2 MB
+                # and a 32 MB / 200k-message prefetch queue, 475k (+75 MB RSS); 4 MB and
+                # 64 MB / 1M messages reach 1M but cost +120 MB (bench/ingest.py "ceiling").
                 "fetch.min.bytes": 1,
                 "fetch.wait.max.ms": 100,
-                "fetch.max.bytes": 52_428_800,
-                "max.partition.fetch.bytes": 4_194_304,
-                "queued.min.messages": 1_000_000,
-                "queued.max.messages.kbytes": 65_536,
+                "max.partition.fetch.bytes": 2_097_152,
+                "queued.min.messages": 200_000,
+                "queued.max.messages.kbytes": 32_768,
             }
         )
         self._consumer.subscribe([self.topic], on_assign=self._on_assign, on_revoke=self._on_revoke)
@@ -387,6 +384,7 @@ class MovementConsumer:
                 self._dlq.send(m.key(), m.value(), exc.reason, exc.detail, m.topic(), p, off)
                 continue
             valid.append((ev, p, off))
+        msgs.clear()  # free the messages (and librdkafka's fetch buffers) before the sink writes
         self.stats.consumed += len(handled)
         self.stats.valid += len(valid)
         if valid:

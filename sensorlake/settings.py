@@ -73,7 +73,7 @@ class Settings:
     type_aliases: str = DEFAULT_TYPE_ALIASES
 
     # Consumer micro-batching
-    poll_batch: int = 5_000
+    poll_batch: int = 50_000
     max_batch_rows: int = 100_000
     max_batch_age_s: float = 5.0
 
