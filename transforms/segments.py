@@ -1,8 +1,7 @@
 """Visits and merged segments from raw events, by the live kinematics' own rule.
 
-The lake transforms must agree with the live summaries, so this module does not re-implement
-the segment rule: it replays each key's events through the pure
-:func:`sensorlake.kinematics.apply_event`, but in **event-time order** (the live consumer
+The lake transforms must agree with the live summaries, so this module applies the segment
+rule of the pure :func:`sensorlake.kinematics.apply_event`, but in **event-time order** (the live consumer
 applies them in arrival order and can only count a late event; here it lands where it
 belongs, so the lake gives the exact answer).
 
@@ -21,8 +20,12 @@ Definitions:
   and ``seg_end_ts`` the time of the closing observation. Observations after the last
   anchor that span less than ``min_segment_s`` yield no segment (they still extend the visit).
 
-This is a per-event Python loop (about a microsecond or two per event): it is kept in this
-one function, Arrow in and Arrow out, so it can be replaced by a vectorised version later.
+Columnar: the sort, key and visit boundaries, dropped same-time rows, visit figures and
+segment lengths are Arrow/NumPy operations. Only the merge-forward anchor chain is a Python
+loop, over integer times alone (an anchor depends on the previous one). The expressions
+are those of :func:`sensorlake.kinematics.apply_event` (``math.hypot``, ``(t1 - t0) /
+1_000_000``), so segments are bit-identical to the live path; ``tests/unit/test_windows.py``
+checks the result against folding ``apply_event`` itself, with hypothesis.
 """
 
 from __future__ import annotations
@@ -30,12 +33,11 @@ from __future__ import annotations
 import math
 from typing import NamedTuple
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from lake.schema import TS
-from sensorlake.events import Event
-from sensorlake.kinematics import Outcome, TravelerState, apply_event
 
 VISITS_SCHEMA = pa.schema(
     [
@@ -107,49 +109,80 @@ def build_visits_segments(events: pa.Table, *, min_segment_s: float, visit_gap_s
         raise ValueError(f"events lack column(s): {', '.join(missing)}")
     keys = [c for c in ("sensor_id", "traveler_id", "ts", *_TIEBREAK) if c in events.column_names]
     ev = events.sort_by([(k, "ascending") for k in keys])
+    n = ev.num_rows
+    if n == 0:
+        return VisitsSegments(VISITS_SCHEMA.empty_table(), SEGMENTS_SCHEMA.empty_table())
 
-    sensor_ids = ev.column("sensor_id").to_pylist()
-    traveler_ids = ev.column("traveler_id").to_pylist()
-    types = ev.column("traveler_type").to_pylist()
-    ts_us = pc.cast(ev.column("ts").cast(TS), pa.int64()).to_pylist()
-    xs = ev.column("x_ft").to_pylist()
-    ys = ev.column("y_ft").to_pylist()
+    sid_col = ev.column("sensor_id").combine_chunks()
+    tid_col = ev.column("traveler_id").combine_chunks()
+    sid = sid_col.to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
+    ts = pc.cast(ev.column("ts").cast(TS), pa.int64()).to_numpy(zero_copy_only=False)
+    # a row starts a key when its (sensor_id, traveler_id) differs from the row before
+    new_key = np.ones(n, dtype=bool)
+    if n > 1:
+        same_tid = pc.equal(tid_col.slice(1), tid_col.slice(0, n - 1)).to_numpy(zero_copy_only=False)
+        new_key[1:] = (sid[1:] != sid[:-1]) | ~same_tid
+    # a row with its key's previous time changes nothing (duplicate / zero-time move): drop it
+    keep = new_key.copy()
+    keep[1:] |= ts[1:] != ts[:-1]
+    rows = np.flatnonzero(keep)
+    ts, sid, new_key = ts[rows], sid[rows], new_key[rows]
+    x = ev.column("x_ft").to_numpy().astype(np.float64, copy=False)[rows]
+    y = ev.column("y_ft").to_numpy().astype(np.float64, copy=False)[rows]
+    # a visit starts with a key, or after more than visit_gap_s without an observation
+    new_visit = new_key.copy()
+    new_visit[1:] |= (ts[1:] - ts[:-1]) > visit_gap_s * 1_000_000
+    starts = np.flatnonzero(new_visit)
+    ends = np.append(starts[1:], len(rows)) - 1  # last row of each visit
+    visit_of_row = np.cumsum(new_visit) - 1
+    take_start, take_end = pa.array(rows[starts]), pa.array(rows[ends])
+    visits = pa.Table.from_arrays(
+        [
+            pa.array(sid[starts], pa.int64()),
+            tid_col.take(take_start),
+            ev.column("traveler_type").take(take_end).combine_chunks(),  # the last observation's type
+            pa.array(ts[starts], pa.int64()).cast(TS),
+            pa.array(ts[ends], pa.int64()).cast(TS),
+            pa.array(ends - starts + 1, pa.int64()),
+        ],
+        schema=VISITS_SCHEMA,
+    )
 
-    v_cols: dict[str, list] = {f.name: [] for f in VISITS_SCHEMA}
-    s_cols: dict[str, list] = {f.name: [] for f in SEGMENTS_SCHEMA}
-
-    def close(st: TravelerState) -> None:
-        v_cols["sensor_id"].append(st.sensor_id)
-        v_cols["traveler_id"].append(st.traveler_id)
-        v_cols["traveler_type"].append(st.traveler_type)
-        v_cols["visit_start"].append(st.first_seen_us)
-        v_cols["visit_end"].append(st.last_seen_us)
-        v_cols["observations"].append(st.observations)
-
-    state: TravelerState | None = None
-    for i in range(ev.num_rows):
-        e = Event(sensor_ids[i], traveler_ids[i], types[i], ts_us[i], float(xs[i]), float(ys[i]))
-        if state is not None and (e.sensor_id != state.sensor_id or e.traveler_id != state.traveler_id):
-            close(state)
-            state = None
-        step = apply_event(state, e, min_segment_s=min_segment_s, visit_gap_s=visit_gap_s)
-        if step.outcome is Outcome.NEW_VISIT and state is not None:
-            close(state)
-        elif step.segment_speed_fps is not None:
-            # the same expressions as kinematics.apply_event: bit-identical to the live path
-            assert state is not None
-            s_cols["sensor_id"].append(e.sensor_id)
-            s_cols["traveler_id"].append(e.traveler_id)
-            s_cols["visit_start"].append(state.first_seen_us)
-            s_cols["seg_end_ts"].append(e.ts_us)
-            s_cols["distance_ft"].append(math.hypot(e.x_ft - state.anchor_x_ft, e.y_ft - state.anchor_y_ft))
-            s_cols["duration_s"].append((e.ts_us - state.anchor_us) / 1_000_000)
-        state = step.state
-    if state is not None:
-        close(state)
-
-    return VisitsSegments(_table(v_cols, VISITS_SCHEMA), _table(s_cols, SEGMENTS_SCHEMA))
+    anchors, closers = _merge_forward(ts.tolist(), starts.tolist(), ends.tolist(), min_segment_s)
+    a, c = np.asarray(anchors, dtype=np.int64), np.asarray(closers, dtype=np.int64)
+    hypot = math.hypot
+    dist = [hypot(x1 - x0, y1 - y0) for x0, y0, x1, y1 in zip(x[a].tolist(), y[a].tolist(),
+                                                               x[c].tolist(), y[c].tolist())]  # fmt: skip
+    seg_visit = visit_of_row[c]
+    segments = pa.Table.from_arrays(
+        [
+            pa.array(sid[c], pa.int64()),
+            tid_col.take(pa.array(rows[c])),
+            pa.array(ts[starts][seg_visit], pa.int64()).cast(TS),
+            pa.array(ts[c], pa.int64()).cast(TS),
+            pa.array(dist, pa.float64()),
+            pa.array((ts[c] - ts[a]) / 1_000_000, pa.float64()),
+        ],
+        schema=SEGMENTS_SCHEMA,
+    )
+    return VisitsSegments(visits, segments)
 
 
-def _table(cols: dict[str, list], schema: pa.Schema) -> pa.Table:
-    return pa.Table.from_arrays([pa.array(cols[f.name], type=f.type) for f in schema], schema=schema)
+def _merge_forward(ts: list[int], starts: list[int], ends: list[int], min_segment_s: float) -> tuple[list, list]:
+    """Row indexes ``(anchors, closers)`` of every merge-forward segment: within each visit
+    ``starts[k]..ends[k]`` of the time list ``ts`` (UTC µs, strictly increasing within a
+    visit), the anchor is the visit's first row, and the first later row at least
+    ``min_segment_s`` after it closes a segment and becomes the next anchor (the rule and
+    the expression of ``kinematics.apply_event``)."""
+    anchors: list[int] = []
+    closers: list[int] = []
+    for first, last in zip(starts, ends):
+        anchor = first
+        t_anchor = ts[first]
+        for i in range(first + 1, last + 1):
+            t = ts[i]
+            if (t - t_anchor) / 1_000_000 >= min_segment_s:
+                anchors.append(anchor)
+                closers.append(i)
+                anchor, t_anchor = i, t
+    return anchors, closers

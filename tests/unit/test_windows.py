@@ -11,6 +11,8 @@ from datetime import UTC, datetime, timedelta, timezone
 import polars as pl
 import pyarrow as pa
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from lake.schema import WINDOW_STATS_SCHEMA
 from transforms.duckdb_job import compute_windows_duckdb
@@ -289,3 +291,77 @@ def test_transforms_import_only_lake_and_sensorlake() -> None:
     for path in sorted((root / "transforms").glob("*.py")):
         assert project_imports(path) <= {"lake", "sensorlake", "transforms"}, path.name
     assert project_imports(root / "lake" / "reader.py") <= {"lake"}
+
+
+# ----------------------------------------------------------------- columnar segments vs apply_event
+def _oracle(rows: list[tuple], min_segment_s: float, gap_s: float) -> tuple[list, list]:
+    """Visits and segments by folding the live ``apply_event`` over each key's events in
+    (ts, arrival) order: what build_visits_segments must give."""
+    import math
+
+    from sensorlake.events import Event
+    from sensorlake.kinematics import Outcome, apply_event
+
+    order = sorted(range(len(rows)), key=lambda i: (rows[i][0], rows[i][1], rows[i][3], i))
+    visits, segs, state = [], [], None
+
+    def close(st):
+        visits.append((st.sensor_id, st.traveler_id, st.traveler_type, st.first_seen_us, st.last_seen_us,
+                       st.observations))  # fmt: skip
+
+    for i in order:
+        sid, tid, kind, ts_us, x, y = rows[i]
+        e = Event(sid, tid, kind, ts_us, x, y)
+        if state is not None and (sid, tid) != (state.sensor_id, state.traveler_id):
+            close(state)
+            state = None
+        step = apply_event(state, e, min_segment_s=min_segment_s, visit_gap_s=gap_s)
+        if step.outcome is Outcome.NEW_VISIT and state is not None:
+            close(state)
+        elif step.segment_speed_fps is not None:
+            segs.append((sid, tid, state.first_seen_us, ts_us,
+                         math.hypot(x - state.anchor_x_ft, y - state.anchor_y_ft),
+                         (ts_us - state.anchor_us) / 1_000_000))  # fmt: skip
+        state = step.state
+    if state is not None:
+        close(state)
+    return visits, segs
+
+
+_seg_rows = st.lists(
+    st.tuples(
+        st.integers(min_value=1, max_value=2),
+        st.sampled_from(["a", "b", "ab"]),
+        st.sampled_from(["car", "bus"]),
+        st.integers(min_value=0, max_value=300).map(lambda t: 1_764_511_200_000_000 + t * 200_000),
+        st.floats(min_value=-1e4, max_value=1e4, allow_nan=False),
+        st.sampled_from([0.0, 1.0]) | st.floats(min_value=-1e4, max_value=1e4, allow_nan=False),
+    ),
+    max_size=80,
+)
+
+
+@given(_seg_rows, st.sampled_from([0.0, 0.4, 1.0, 1.3]), st.sampled_from([0.5, 5.0, 60.0]))
+@settings(max_examples=800, deadline=None)
+def test_columnar_segments_equal_folding_apply_event(rows, min_seg, gap) -> None:
+    from sensorlake.events import ts_from_us
+
+    table = pa.table({
+        "sensor_id": pa.array([r[0] for r in rows], pa.int64()),
+        "traveler_id": pa.array([r[1] for r in rows], pa.string()),
+        "traveler_type": pa.array([r[2] for r in rows], pa.string()),
+        "ts": pa.array([ts_from_us(r[3]) for r in rows], pa.timestamp("us", tz="UTC")),
+        "x_ft": pa.array([r[4] for r in rows], pa.float64()),
+        "y_ft": pa.array([r[5] for r in rows], pa.float64()),
+        "kafka_partition": pa.array([0] * len(rows), pa.int32()),
+        "kafka_offset": pa.array(range(len(rows)), pa.int64()),
+    })  # fmt: skip
+    want_visits, want_segs = _oracle(rows, min_seg, gap)
+    data = build_visits_segments(table, min_segment_s=min_seg, visit_gap_s=gap)
+    us = lambda d: (d - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)  # noqa: E731
+    got_visits = [(v["sensor_id"], v["traveler_id"], v["traveler_type"], us(v["visit_start"]), us(v["visit_end"]),
+                   v["observations"]) for v in data.visits.to_pylist()]  # fmt: skip
+    got_segs = [(s["sensor_id"], s["traveler_id"], us(s["visit_start"]), us(s["seg_end_ts"]), s["distance_ft"],
+                 s["duration_s"]) for s in data.segments.to_pylist()]  # fmt: skip
+    assert got_visits == want_visits
+    assert got_segs == want_segs  # bit-identical floats, not approx
