@@ -68,12 +68,13 @@ from bench._common import (
 
 # (label, --mode, librdkafka overrides): the msgspec one is THE ceiling of the ratios; the
 # last shows what the sensorlake consumer's own fetch settings allow a bare loop
+from ingest.consumer import FETCH_SETTINGS
+
 CEILINGS = [
     ("ceiling: consume only", "consume", {}),
     ("ceiling: consume + decode (msgspec)", "msgspec", {}),
     ("ceiling: consume + decode_event", "decode_event", {}),
-    ("ceiling: consume only, consumer's fetch settings", "consume",
-     {"max.partition.fetch.bytes": 1_048_576, "queued.min.messages": 100_000}),
+    ("ceiling: consume only, consumer's fetch settings", "consume", FETCH_SETTINGS),
 ]  # fmt: skip
 
 

@@ -66,7 +66,13 @@ from ingest.pg_sink import PgSummarySink
 from ingest.redis_state import RedisState, decode_state
 from lake.schema import MOVEMENTS_SCHEMA
 from lake.writer import LakeWriter
-from sensorlake.errors import EventError, FencedError, RetryableError, SensorlakeError, call_retrying
+from sensorlake.errors import (
+    EventError,
+    FencedError,
+    RetryableError,
+    SensorlakeError,
+    call_retrying,
+)
 from sensorlake.events import Event, decode_event
 from sensorlake.kinematics import TravelerState, apply_events
 from sensorlake.settings import Settings
@@ -75,6 +81,17 @@ log = logging.getLogger(__name__)
 Key = tuple[int, str]
 T = TypeVar("T")
 _MAX_CAS_ROUNDS = 20
+# With librdkafka's defaults (1 MB per partition fetch) a bare consume loop on the dev VM
+# tops out near 260k messages/s; with 2 MB and a 32 MB / 200k-message prefetch queue,
+# 475k (+75 MB RSS); 4 MB and 64 MB / 1M messages reach 1M but cost +120 MB. The consumer
+# needs far less than either (bench/ingest.py, "ceiling" rows).
+FETCH_SETTINGS = {
+    "fetch.min.bytes": 1,
+    "fetch.wait.max.ms": 100,
+    "max.partition.fetch.bytes": 2_097_152,
+    "queued.min.messages": 200_000,
+    "queued.max.messages.kbytes": 32_768,
+}
 SERVICE_RETRY_S = 120.0  # how long a poll's sink writes are retried through a service blip
 DLQ_WAIT_S = 10.0  # how long a flush waits for DLQ acknowledgements while running
 STOP_DLQ_WAIT_S = 3.0  # ... and while shutting down (SIGTERM must end within seconds)
@@ -249,15 +266,7 @@ class MovementConsumer:
                 "session.timeout.ms": 10_000,
                 "heartbeat.interval.ms": 1_000,
                 "max.poll.interval.ms": 300_000,
-                # fetch settings: with librdkafka's defaults (1 MB per partition fetch) a
-                # bare consume loop on the dev VM tops out near 260k messages/s; with 2 MB
-                # and a 32 MB / 200k-message prefetch queue, 475k (+75 MB RSS); 4 MB and
-                # 64 MB / 1M messages reach 1M but cost +120 MB (bench/ingest.py "ceiling").
-                "fetch.min.bytes": 1,
-                "fetch.wait.max.ms": 100,
-                "max.partition.fetch.bytes": 2_097_152,
-                "queued.min.messages": 200_000,
-                "queued.max.messages.kbytes": 32_768,
+                **FETCH_SETTINGS,
             }
         )
         self._consumer.subscribe([self.topic], on_assign=self._on_assign, on_revoke=self._on_revoke)

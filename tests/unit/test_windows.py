@@ -358,7 +358,7 @@ def test_columnar_segments_equal_folding_apply_event(rows, min_seg, gap) -> None
     })  # fmt: skip
     want_visits, want_segs = _oracle(rows, min_seg, gap)
     data = build_visits_segments(table, min_segment_s=min_seg, visit_gap_s=gap)
-    us = lambda d: (d - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)  # noqa: E731
+    us = lambda d: (d - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)
     got_visits = [(v["sensor_id"], v["traveler_id"], v["traveler_type"], us(v["visit_start"]), us(v["visit_end"]),
                    v["observations"]) for v in data.visits.to_pylist()]  # fmt: skip
     got_segs = [(s["sensor_id"], s["traveler_id"], us(s["visit_start"]), us(s["seg_end_ts"]), s["distance_ft"],
