@@ -27,7 +27,7 @@ Order of work for every poll (and the reason for it):
    a partition with no stored offset starts at the beginning of the topic).
 
 Shutdown (:meth:`MovementConsumer.stop`, SIGTERM/SIGINT): the loop ends within one poll
-(0.5 s), the buffer is flushed with a DLQ wait of at most ``STOP_DLQ_WAIT_S``, Kafka's
+(``poll_wait_s``, 0.25 s), the buffer is flushed with a DLQ wait of at most ``STOP_DLQ_WAIT_S``, Kafka's
 commit is tried only if the broker answers within 1 s, and the consumer is closed: with
 the broker down the process exits within a few seconds (measured: 1.5 s), and everything
 it committed to the lake stays there.
@@ -342,7 +342,7 @@ class MovementConsumer:
         started = last_msg = self.clock()
         try:
             while not self._stop.is_set():
-                msgs = self._consumer.consume(num_messages=self.settings.poll_batch, timeout=0.5)
+                msgs = self._consumer.consume(num_messages=self.settings.poll_batch, timeout=self.settings.poll_wait_s)
                 now = self.clock()
                 if msgs and self._process(msgs, now):
                     last_msg = now

@@ -74,6 +74,7 @@ class Settings:
 
     # Consumer micro-batching
     poll_batch: int = 50_000
+    poll_wait_s: float = 0.25  # a poll returns with poll_batch messages or after this wait
     max_batch_rows: int = 100_000
     max_batch_age_s: float = 5.0
 
@@ -170,6 +171,8 @@ class Settings:
             raise ConfigError("SENSORLAKE_VISIT_GAP_S must be > 0")
         if self.max_batch_rows <= 0 or self.poll_batch <= 0:
             raise ConfigError("batch sizes must be > 0")
+        if not 0 < self.poll_wait_s <= 10:
+            raise ConfigError("SENSORLAKE_POLL_WAIT_S must be in (0, 10]")
         if self.max_batch_age_s <= 0:
             raise ConfigError("SENSORLAKE_MAX_BATCH_AGE_S must be > 0")
         if self.window_s <= 0 or self.window_step_s <= 0:

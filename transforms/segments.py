@@ -108,7 +108,7 @@ def build_visits_segments(events: pa.Table, *, min_segment_s: float, visit_gap_s
     if missing:
         raise ValueError(f"events lack column(s): {', '.join(missing)}")
     keys = [c for c in ("sensor_id", "traveler_id", "ts", *_TIEBREAK) if c in events.column_names]
-    ev = events.sort_by([(k, "ascending") for k in keys])
+    ev = events if _in_key_order(events, keys) else events.sort_by([(k, "ascending") for k in keys])
     n = ev.num_rows
     if n == 0:
         return VisitsSegments(VISITS_SCHEMA.empty_table(), SEGMENTS_SCHEMA.empty_table())
@@ -166,6 +166,36 @@ def build_visits_segments(events: pa.Table, *, min_segment_s: float, visit_gap_s
         schema=SEGMENTS_SCHEMA,
     )
     return VisitsSegments(visits, segments)
+
+
+def _in_key_order(events: pa.Table, keys: list[str]) -> bool:
+    """True when ``events`` need no sort: each (sensor_id, traveler_id) is one contiguous
+    run, in ascending key order, ``ts`` non-decreasing within it and, on equal ``ts``, the
+    tie-break columns too (``lake.reader.read_movements`` returns rows so). A few vector
+    passes, against a multi-key sort with strings: the backfill reads sorted data."""
+    n = events.num_rows
+    if n < 2:
+        return True
+    sid = events.column("sensor_id").to_numpy()
+    tid = events.column("traveler_id")
+    same_tid = pc.equal(tid.slice(1), tid.slice(0, n - 1)).to_numpy(zero_copy_only=False)
+    same_key = (sid[1:] == sid[:-1]) & same_tid
+    starts = np.flatnonzero(np.concatenate(([True], ~same_key)))
+    run_sid = sid[starts]
+    run_tid = tid.take(pa.array(starts)).to_pylist()
+    run_keys = list(zip(run_sid.tolist(), run_tid, strict=True))
+    if any(a >= b for a, b in zip(run_keys, run_keys[1:])):  # noqa: RUF007 - tuples, not a pairwise walk
+        return False  # a key out of order or split in two runs
+    ts = pc.cast(events.column("ts").cast(TS), pa.int64()).to_numpy()
+    tied = same_key & (ts[1:] == ts[:-1])
+    if np.any(same_key & (ts[1:] < ts[:-1])):
+        return False
+    for col in keys[3:]:  # tie-breaks, most significant first
+        v = events.column(col).to_numpy()
+        if np.any(tied & (v[1:] < v[:-1])):
+            return False
+        tied &= v[1:] == v[:-1]
+    return True
 
 
 def _merge_forward(ts: list[int], starts: list[int], ends: list[int], min_segment_s: float) -> tuple[list, list]:

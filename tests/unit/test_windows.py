@@ -365,3 +365,21 @@ def test_columnar_segments_equal_folding_apply_event(rows, min_seg, gap) -> None
                  s["duration_s"]) for s in data.segments.to_pylist()]  # fmt: skip
     assert got_visits == want_visits
     assert got_segs == want_segs  # bit-identical floats, not approx
+    # rows already in key order (as the lake reader returns them) skip the sort: same result
+    keys = ["sensor_id", "traveler_id", "ts", "kafka_partition", "kafka_offset"]
+    presorted = build_visits_segments(table.sort_by([(k, "ascending") for k in keys]), min_segment_s=min_seg,
+                                      visit_gap_s=gap)  # fmt: skip
+    assert presorted.visits.equals(data.visits) and presorted.segments.equals(data.segments)
+
+
+def test_rows_in_time_order_but_ties_out_of_arrival_order_are_sorted() -> None:
+    """Same key and time, the later offset first: the first-arrived row (offset 0, at x=0)
+    must win, so the segment to t=10 s is 100 ft long, not 90."""
+    t = at(14, 0)
+    table = pa.table({
+        "sensor_id": [1, 1, 1], "traveler_id": ["x", "x", "x"], "traveler_type": ["car"] * 3,
+        "ts": [t, t, t + timedelta(seconds=10)], "x_ft": [10.0, 0.0, 100.0], "y_ft": [0.0, 0.0, 0.0],
+        "kafka_partition": pa.array([0, 0, 0], pa.int32()), "kafka_offset": [1, 0, 2],
+    })  # fmt: skip
+    segs = build_visits_segments(table, min_segment_s=0.5, visit_gap_s=60).segments.to_pylist()
+    assert [(s["distance_ft"], s["duration_s"]) for s in segs] == [(100.0, 10.0)]
