@@ -251,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = [
         ["raw scan (DuckDB, all job columns)", rows_scanned, t_scan, scan_rate, 1.0],
         ["read: scan + sort + Arrow", ev, t_read, ev / t_read, ev / t_read / scan_rate],
-        ["visits + segments (Python loop)", ev, t_seg, ev / t_seg, ev / t_seg / scan_rate],
+        ["visits + segments (columnar)", ev, t_seg, ev / t_seg, ev / t_seg / scan_rate],
         ["window aggregation, DuckDB", ev, t_duck, ev / t_duck, ev / t_duck / scan_rate],
         ["window aggregation, Polars", ev, t_pol, ev / t_pol, ev / t_pol / scan_rate],
     ]
