@@ -169,8 +169,10 @@ class Settings:
             raise ConfigError("SENSORLAKE_MIN_SEGMENT_S must be >= 0")
         if self.visit_gap_s <= 0:
             raise ConfigError("SENSORLAKE_VISIT_GAP_S must be > 0")
-        if self.max_batch_rows <= 0 or self.poll_batch <= 0:
-            raise ConfigError("batch sizes must be > 0")
+        if self.poll_batch <= 0:
+            raise ConfigError("SENSORLAKE_POLL_BATCH must be > 0")
+        if self.max_batch_rows <= 0:
+            raise ConfigError("SENSORLAKE_MAX_BATCH_ROWS must be > 0")
         if not 0 < self.poll_wait_s <= 10:
             raise ConfigError("SENSORLAKE_POLL_WAIT_S must be in (0, 10]")
         if self.max_batch_age_s <= 0:

@@ -98,3 +98,15 @@ def test_sql_never_shows_the_catalog_password(isolated):
     assert s.pg_password not in r.stdout
     r = cli("sql", "--csv", "SELECT secret_string FROM duckdb_secrets()", env=s.to_env())
     assert f"password={s.pg_password}" not in r.stdout
+
+
+@pytest.mark.parametrize(
+    ("var", "value"),
+    [("SENSORLAKE_POLL_WAIT_S", "0"), ("SENSORLAKE_POLL_WAIT_S", "abc"), ("SENSORLAKE_POLL_BATCH", "-5"),
+     ("SENSORLAKE_MAX_BATCH_ROWS", "0")],
+)
+def test_bad_consumer_setting_is_one_line_before_any_connection(var, value):
+    """Checked when the settings are read: the consumer never starts (exits at once, even
+    with the services down) and names the variable."""
+    line = one_line_error(cli("consume", "--until-idle", "1", env={var: value}))
+    assert var in line
