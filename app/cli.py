@@ -150,7 +150,7 @@ def _open_events(source: str, **synth):
 @app.command()
 def consume(
     group: Annotated[str | None, typer.Option(help="Consumer group (default SENSORLAKE_CONSUMER_GROUP).")] = None,
-    until_idle: Annotated[float | None, typer.Option(help="Exit 0 after the topic has been idle this many seconds.")] = None,
+    until_idle: Annotated[float | None, typer.Option(help="Exit 0 after this many seconds without a message since the last partition assignment (a consumer not yet assigned waits 20 s more: a restart after a crash joins late).")] = None,
 ) -> None:
     """Consume `movements`: speeds via Redis, summaries to PostgreSQL, raw events to the lake."""
     from ingest.consumer import run_consumer

@@ -92,6 +92,7 @@ FETCH_SETTINGS = {
     "queued.min.messages": 200_000,
     "queued.max.messages.kbytes": 32_768,
 }
+JOIN_GRACE_S = 20.0  # until_idle_s starts counting this long after start when never assigned
 SERVICE_RETRY_S = 120.0  # how long a poll's sink writes are retried through a service blip
 DLQ_WAIT_S = 10.0  # how long a flush waits for DLQ acknowledgements while running
 STOP_DLQ_WAIT_S = 3.0  # ... and while shutting down (SIGTERM must end within seconds)
@@ -245,6 +246,7 @@ class MovementConsumer:
         self._expected: dict[int, int | None] = {}  # partition -> lake offset we synced to
         self._stop = threading.Event()
         self._closing = False
+        self._assigned_at: float | None = None  # clock() of the last partition assignment
         self._consumer: Consumer | None = None
         self.consumer_id = f"{socket.gethostname()}/{os.getpid()}/{time.time_ns() // 1_000_000}"
 
@@ -309,6 +311,7 @@ class MovementConsumer:
         """Seek every assigned partition to the lake's stored next offset; a partition the
         lake has never seen starts at the beginning (Kafka's committed offsets are not
         trusted: they may belong to another lake, or be behind it)."""
+        self._assigned_at = self.clock()
         stored = self._lake.stored_offsets([tp.partition for tp in partitions])
         for tp in partitions:
             tp.offset = stored.get(tp.partition, OFFSET_BEGINNING)
@@ -348,7 +351,7 @@ class MovementConsumer:
                     last_msg = now
                 if self._should_flush(now):
                     self.flush()
-                if until_idle_s is not None and now - last_msg >= until_idle_s:
+                if until_idle_s is not None and self._idle_for(now, last_msg, started) >= until_idle_s:
                     break
                 if max_messages is not None and self.stats.consumed >= max_messages:
                     break
@@ -362,6 +365,16 @@ class MovementConsumer:
                 self.stats.lake_rows, self.stats.lake_commits,
             )  # fmt: skip
         return self.stats
+
+    def _idle_for(self, now: float, last_msg: float, started: float) -> float:
+        """Seconds the consumer has been idle, for ``until_idle_s``: since the last message
+        or the last partition assignment, whichever is later. Before the first assignment
+        the clock waits ``JOIN_GRACE_S`` first: after a ``kill -9`` the group holds the dead
+        member's partitions until its session times out (10 s), and a restarted consumer
+        that left before that would leave a backlog behind."""
+        if self._assigned_at is None:
+            return now - started - JOIN_GRACE_S
+        return now - max(last_msg, self._assigned_at)
 
     def _should_flush(self, now: float) -> bool:
         b = self._buffer

@@ -11,6 +11,7 @@ read from ``SENSORLAKE_KAFKA_PORT``.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -165,12 +166,15 @@ class Settings:
 
     def validate(self) -> None:
         """Check ranges. Raises ConfigError on the first bad value."""
+        for name in ("min_segment_s", "visit_gap_s", "max_batch_age_s"):
+            if not math.isfinite(getattr(self, name)):
+                raise ConfigError(f"SENSORLAKE_{name.upper()} must be a finite number")
         if self.min_segment_s < 0:
             raise ConfigError("SENSORLAKE_MIN_SEGMENT_S must be >= 0")
         if self.visit_gap_s <= 0:
             raise ConfigError("SENSORLAKE_VISIT_GAP_S must be > 0")
-        if self.poll_batch <= 0:
-            raise ConfigError("SENSORLAKE_POLL_BATCH must be > 0")
+        if not 0 < self.poll_batch <= 1_000_000:  # librdkafka's consume() takes at most 1M
+            raise ConfigError("SENSORLAKE_POLL_BATCH must be in 1..1000000")
         if self.max_batch_rows <= 0:
             raise ConfigError("SENSORLAKE_MAX_BATCH_ROWS must be > 0")
         if not 0 < self.poll_wait_s <= 10:

@@ -259,3 +259,27 @@ def test_concurrent_consumers_hammering_the_same_travelers_agree_with_the_refere
     got = redis_states(s)
     assert set(got) == set(latest)
     assert all(same_state(got[k], latest[k]) for k in latest)
+
+
+def test_restart_after_a_kill_with_until_idle_drains_the_backlog(fault_env, tmp_path):
+    """A consumer restarted right after a SIGKILL joins the group only once the dead member's
+    session (10 s) has timed out; with ``--until-idle 3`` it must not leave before its
+    assignment, so it exits 0 with every event in the lake, once."""
+    s = fault_env
+    events = [ev(f"r{i % 10}", (i // 10) * 0.7, i, 0) for i in range(300)]
+    send(s, events)
+    victim = spawn_consumer(s, killpoint="before_lake_commit", log_path=tmp_path / "victim.log")
+    try:
+        assert victim.wait(60) == -signal.SIGKILL
+    finally:
+        stop_all([victim])
+    assert lake_count(s) == 0
+    restarted = spawn_consumer(s, until_idle_s=3, log_path=tmp_path / "restarted.log")
+    try:
+        rc = restarted.wait(90)
+    finally:
+        stop_all([restarted])
+    assert rc == 0, (tmp_path / "restarted.log").read_text()[-2000:]
+    lake = lake_table(s)
+    pairs = set(zip(lake.column("kafka_partition").to_pylist(), lake.column("kafka_offset").to_pylist(), strict=True))
+    assert lake.num_rows == len(pairs) == 300

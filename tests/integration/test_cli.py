@@ -103,7 +103,8 @@ def test_sql_never_shows_the_catalog_password(isolated):
 @pytest.mark.parametrize(
     ("var", "value"),
     [("SENSORLAKE_POLL_WAIT_S", "0"), ("SENSORLAKE_POLL_WAIT_S", "abc"), ("SENSORLAKE_POLL_BATCH", "-5"),
-     ("SENSORLAKE_MAX_BATCH_ROWS", "0")],
+     ("SENSORLAKE_POLL_BATCH", "1000001"), ("SENSORLAKE_MAX_BATCH_ROWS", "0"), ("SENSORLAKE_MAX_BATCH_AGE_S", "nan"),
+     ("SENSORLAKE_MIN_SEGMENT_S", "nan"), ("SENSORLAKE_VISIT_GAP_S", "inf")],
 )
 def test_bad_consumer_setting_is_one_line_before_any_connection(var, value):
     """Checked when the settings are read: the consumer never starts (exits at once, even
