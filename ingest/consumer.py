@@ -180,7 +180,9 @@ class _LakeBuffer:
     def table(self) -> pa.Table:
         if not self.chunks:
             return MOVEMENTS_SCHEMA.empty_table()
-        return pa.concat_tables(self.chunks)
+        # one contiguous chunk per column: the shape the lake writer was built and
+        # fault-tested with (the concatenation costs a copy of one micro-batch)
+        return pa.concat_tables(self.chunks).combine_chunks()
 
     def _held_back(self, table: pa.Table, cuts: Mapping[int, int]) -> pa.ChunkedArray | None:
         """Row mask of ``table``: in a partition of ``cuts``, at or after its cut offset."""
