@@ -66,10 +66,10 @@ from bench._common import (
     write_json,
 )
 
-# (label, --mode, librdkafka overrides): the msgspec one is THE ceiling of the ratios; the
-# last shows what the sensorlake consumer's own fetch settings allow a bare loop
 from ingest.consumer import FETCH_SETTINGS
 
+# (label, --mode, librdkafka overrides): the msgspec one is THE ceiling of the ratios; the
+# last shows what the sensorlake consumer's own fetch settings allow a bare loop
 CEILINGS = [
     ("ceiling: consume only", "consume", {}),
     ("ceiling: consume + decode (msgspec)", "msgspec", {}),

@@ -81,10 +81,10 @@ log = logging.getLogger(__name__)
 Key = tuple[int, str]
 T = TypeVar("T")
 _MAX_CAS_ROUNDS = 20
-# With librdkafka's defaults (1 MB per partition fetch) a bare consume loop on the dev VM
-# tops out near 260k messages/s; with 2 MB and a 32 MB / 200k-message prefetch queue,
-# 475k (+75 MB RSS); 4 MB and 64 MB / 1M messages reach 1M but cost +120 MB. The consumer
-# needs far less than either (bench/ingest.py, "ceiling" rows).
+# Fetch settings, measured by `python bench/ingest.py` (bare consume loop, "ceiling" rows,
+# bench/results/ingest.json): librdkafka's defaults (1 MB per partition fetch, 100k messages
+# prefetched) reached 222k messages/s (phase 1); these 410k at a peak RSS of 211 MB; 4 MB
+# and a 64 MB / 1M-message queue 598k at 291 MB. The consumer needs far less than either.
 FETCH_SETTINGS = {
     "fetch.min.bytes": 1,
     "fetch.wait.max.ms": 100,
@@ -184,7 +184,7 @@ class _LakeBuffer:
         # fault-tested with (the concatenation costs a copy of one micro-batch)
         return pa.concat_tables(self.chunks).combine_chunks()
 
-    def _held_back(self, table: pa.Table, cuts: Mapping[int, int]) -> pa.ChunkedArray | None:
+    def _held_back(self, table: pa.Table, cuts: Mapping[int, int]) -> pa.ChunkedArray:
         """Row mask of ``table``: in a partition of ``cuts``, at or after its cut offset."""
         keep = None
         for p, cut in cuts.items():
@@ -211,8 +211,11 @@ class _LakeBuffer:
 
     def retain(self, cuts: Mapping[int, int], now: float) -> None:
         """Drop what :meth:`split` returned (it is committed); keep the rest for later."""
+        if not cuts:  # the usual case: everything was committed
+            self.clear()
+            return
         table = self.table()
-        kept = table.filter(self._held_back(table, cuts)) if cuts else table.slice(0, 0)
+        kept = table.filter(self._held_back(table, cuts))
         next_offsets = {p: self.next_offsets[p] for p, cut in cuts.items()
                         if p in self.next_offsets and self.next_offsets[p] > cut}  # fmt: skip
         first = {p: max(self.first_offsets[p], cuts[p]) for p in next_offsets}
@@ -408,7 +411,6 @@ class MovementConsumer:
                 self._dlq.send(m.key(), m.value(), exc.reason, exc.detail, m.topic(), p, off)
                 continue
             valid.append((ev, p, off))
-        msgs.clear()  # free the messages (and librdkafka's fetch buffers) before the sink writes
         self.stats.consumed += len(handled)
         self.stats.valid += len(valid)
         if valid:

@@ -84,16 +84,13 @@ _COLUMN_NAMES = (
 """The columns of ``traveler_summary`` that hold a state, in order (the first three: the primary key)."""
 _COLUMNS = ", ".join(_COLUMN_NAMES)
 
-_STAGE_COLUMNS = (
-    ("sensor_id", "int8"), ("traveler_id", "text"), ("traveler_type", "text"),
-    ("first_seen_us", "int8"), ("last_seen_us", "int8"), ("last_x_ft", "float8"), ("last_y_ft", "float8"),
-    ("anchor_us", "int8"), ("anchor_x_ft", "float8"), ("anchor_y_ft", "float8"), ("observations", "int8"),
-    ("distance_ft", "float8"), ("duration_s", "float8"), ("min_speed_fps", "float8"),
-    ("max_speed_fps", "float8"), ("late_count", "int8"), ("duplicate_count", "int8"),
-    ("rejected_count", "int8"), ("kafka_partition", "int4"), ("kafka_offset", "int8"),
-)  # fmt: skip
-"""Columns of the per-connection staging table: the fields of :class:`TravelerState` in
-its order (so a row is ``msgspec.structs.astuple(state)``), times as UTC epoch µs."""
+_PG_TYPES = {int: "int8", float: "float8", float | None: "float8", str: "text"}
+_STAGE_COLUMNS = tuple(
+    (f.name, _PG_TYPES[f.type]) for f in msgspec.structs.fields(TravelerState)
+)
+"""Columns of the per-connection staging table: the fields of :class:`TravelerState`, in
+its order and with its names (so a row is ``msgspec.structs.astuple(state)``), times as
+UTC epoch µs."""
 
 STAGE_DDL = f"""
 CREATE TEMP TABLE IF NOT EXISTS traveler_summary_stage (
